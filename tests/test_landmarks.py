@@ -1,0 +1,76 @@
+"""Landmark maths: similarity fitting, canonical pose, rasterisation, the dense layout."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dreamhead_lit.data.landmarks import (
+    apply_affine,
+    build_dense_layout,
+    canonicalize,
+    fit_similarity,
+    invert_affine,
+    lower_face_mask,
+    rasterize_landmarks,
+)
+from dreamhead_lit.data.synth import neutral_template
+
+
+def _similarity(angle, scale, tx, ty):
+    c, s = np.cos(angle) * scale, np.sin(angle) * scale
+    return np.array([[c, -s, tx], [s, c, ty]], dtype=np.float32)
+
+
+def test_fit_similarity_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(20, 2)).astype(np.float32)
+    a = _similarity(0.3, 1.7, 5.0, -2.0)
+    dst = apply_affine(src, a)
+    np.testing.assert_allclose(fit_similarity(src, dst), a, atol=1e-5)
+    np.testing.assert_allclose(apply_affine(dst, invert_affine(a)), src, atol=1e-5)
+
+
+def test_canonicalize_removes_head_pose_but_keeps_expression():
+    template = neutral_template()
+    rng = np.random.default_rng(1)
+    face = np.repeat(template[None], 5, 0).copy()
+    face[:, 57, 1] += np.linspace(0, 0.2, 5)  # the mouth opens over time
+    posed = np.stack([apply_affine(f, _similarity(rng.uniform(-0.3, 0.3), rng.uniform(10, 30), 32, 30)) for f in face])
+    canon, to_image = canonicalize(posed, posed, template68=template)
+    np.testing.assert_allclose(canon, face, atol=1e-4)
+    np.testing.assert_allclose(apply_affine(canon, to_image), posed, atol=1e-3)
+
+
+def test_rasterize_peaks_at_points_in_their_region_channel():
+    pts = torch.tensor([[[10.5, 20.5], [40.5, 50.5]]])
+    img = rasterize_landmarks(pts, regions=torch.tensor([0, 2]), size=64, sigma=1.0)
+    assert img.shape == (1, 3, 64, 64)
+    assert img[0, 0, 20, 10] > 0.99 and img[0, 2, 50, 40] > 0.99
+    assert img[0, 1].max() == 0 and img[0, 0, 50, 40] < 1e-3
+    # subpixel positions move the blob's centre of mass accordingly
+    img2 = rasterize_landmarks(torch.tensor([[[10.75, 20.5]]]), regions=torch.tensor([0]), size=64, sigma=1.0)
+    xs = torch.arange(64).float() + 0.5
+    com = (img2[0, 0].sum(0) * xs).sum() / img2[0, 0].sum()
+    assert abs(com.item() - 10.75) < 0.05
+
+
+def test_lower_face_mask_covers_mouth_and_not_eyes():
+    template = neutral_template()
+    pix = torch.from_numpy(apply_affine(template, _similarity(0.0, 20.0, 32, 28)))
+    mask = lower_face_mask(pix, size=64)
+    mouth = pix[48:68].round().long()
+    eyes = pix[36:48].round().long()
+    assert mask[0, mouth[:, 1], mouth[:, 0]].min() == 1
+    assert mask[0, eyes[:, 1], eyes[:, 0]].max() == 0
+
+
+def test_dense_layout_is_deterministic_and_starts_with_the_68():
+    template = neutral_template()
+    a, b = build_dense_layout(200, template68=template), build_dense_layout(200, template68=template)
+    assert np.array_equal(a.weights, b.weights)
+    np.testing.assert_allclose(a.weights[:68], np.eye(68))
+    np.testing.assert_allclose(a.weights.sum(1), 1.0, atol=1e-6)
+    assert a.topology.num_points == 200 and len(a.topology.regions) == 200
+    # every contour keeps its 68-point members in order
+    outer = a.topology.contours["outer_lips"]
+    assert [i for i in outer if i < 68] == list(range(48, 60))
