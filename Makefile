@@ -9,10 +9,13 @@ DATA ?= data/synthtalk
 ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install install-dense lock data demo preview test test-slow test-all bench-data clean help
+.PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 test test-slow test-all bench-data \
+	bench-stage1 clean help
 
 help:
-	@echo "make demo         generate SynthTalk (demo size) and show its summary and preview"
+	@echo "make demo         SynthTalk (demo) -> stage 1 -> test-split figures + landmark animation"
+	@echo "make train-stage1 train the A2L diffusion (SIZE=demo|paper, DATA=processed dataset, ARGS=overrides)"
+	@echo "make eval-stage1  stage-1 metrics on the test split + a landmark animation (RUN=name)"
 	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
 	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
 	@echo "make bench-data   data-loading benchmark"
@@ -42,7 +45,20 @@ data: $(STAMP)
 preview: $(STAMP)
 	$(PY) -c "from dreamhead_lit.data.preview import write_preview; print(write_preview('$(DATA)'))"
 
+RUN ?= $(SIZE)
+DATA_ARG := $(if $(filter data/synthtalk,$(DATA)),,data.root=$(DATA))
+
+train-stage1: $(STAMP)
+	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	$(PY) -m dreamhead_lit.train stage1 --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
+
+eval-stage1: $(STAMP)
+	$(PY) -m dreamhead_lit.evaluate stage1 --run $(RUN) --videos 1 $(DATA_ARG) $(ARGS)
+
+# The main job: every step is skipped when its output is complete, resumed when it was interrupted.
 demo: data
+	$(PY) -m dreamhead_lit.train stage1 --size demo name=demo --if-needed
+	$(PY) -m dreamhead_lit.evaluate stage1 --run demo --split test --videos 1
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
@@ -55,6 +71,9 @@ test-all: $(STAMP)
 
 bench-data: $(STAMP)
 	$(PY) benchmarks/bench_dataloading.py $(ARGS)
+
+bench-stage1: $(STAMP)
+	$(PY) benchmarks/bench_stage1.py $(ARGS)
 
 clean:
 	rm -rf runs outputs benchmarks/results .pytest_cache

@@ -111,7 +111,9 @@ def _read_yaml(path: Path) -> DictConfig:
     return cfg
 
 
-def _group_file(base: Path, group: str, choice: str) -> Path:
+def _group_file(start: Path, group: str, choice: str) -> Path:
+    """``<dir>/<group>/<choice>.yaml`` in the nearest folder at or above ``start`` that has a ``<group>`` folder."""
+    base = next((d for d in (start, *start.parents) if (d / group).is_dir()), start)
     path = base / group / f"{choice}.yaml"
     if not path.is_file():
         options = sorted(p.stem for p in (base / group).glob("*.yaml")) if (base / group).is_dir() else []
@@ -124,7 +126,7 @@ def compose(path: Path, *, choices: dict[str, str] | None = None) -> DictConfig:
     path = Path(path)
     cfg = _read_yaml(path)
     defaults = cfg.pop("defaults", [])
-    base = path.parent if path.parent.name != "experiments" else path.parent
+    base = path.parent
     merged = OmegaConf.create({})
     choices = dict(choices or {})
     for entry in defaults:

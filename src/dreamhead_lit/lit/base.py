@@ -1,0 +1,131 @@
+"""What both diffusion stages share: the diffusion set-up, EMA, guidance, optimiser and sampling.
+
+A stage's LightningModule subclasses ``DiffusionLitModule``, builds its network as ``self.net``, and calls
+``self.init_diffusion()``; it then gets the noise schedule, the training loss, EMA weights for sampling, classifier-free
+guidance and a configured sampler — one implementation for landmark sequences and images alike.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from ..diffusion import EMA, GaussianDiffusion, Inpaint, NoiseSchedule, classifier_free_guidance, sample
+
+
+@dataclass
+class DiffusionConfig:
+    """The diffusion process and how it is sampled (both stages)."""
+
+    schedule: str = "linear"  # linear | cosine
+    num_train_steps: int = 1000
+    beta_start: float = 1e-4  # DreamTalk's linear schedule 1e-4 -> 0.02
+    beta_end: float = 0.02
+    target: str = "x0"  # eps | x0 | v. x0 lets stage 1 put velocity/acceleration losses on the prediction
+    loss_weighting: str = "none"  # none | min_snr
+    sampler: str = "dpmpp_2m"  # ddpm | ddim | dpmpp_2m; DPM-Solver++ keeps the spread at 20 steps, DDIM narrows it
+    sample_steps: int = 20
+    guidance_scale: float = 1.5  # classifier-free guidance on the audio (stage 1) / reference (stage 2) condition
+    cond_drop_prob: float = 0.1  # condition dropout in training (DreamTalk: 0.1); 0 disables guidance training
+    use_ema: bool = True
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay to lr × this at max_steps
+
+
+class DiffusionLitModule(L.LightningModule):
+    """Base LightningModule for a denoiser ``self.net(x_t, t, **cond)``."""
+
+    net: torch.nn.Module
+
+    def __init__(self, *, diffusion: DiffusionConfig | dict, optim: OptimConfig | dict):
+        super().__init__()
+        self.diffusion_cfg = diffusion if isinstance(diffusion, DiffusionConfig) else DiffusionConfig(**diffusion)
+        self.optim_cfg = optim if isinstance(optim, OptimConfig) else OptimConfig(**optim)
+        if self.diffusion_cfg.guidance_scale != 1.0 and self.diffusion_cfg.cond_drop_prob <= 0:
+            raise ValueError(
+                f"diffusion.guidance_scale={self.diffusion_cfg.guidance_scale} needs an unconditional model: set "
+                "diffusion.cond_drop_prob > 0 (e.g. 0.1), or guidance_scale=1.0 to sample without guidance"
+            )
+
+    def init_diffusion(self) -> None:
+        d = self.diffusion_cfg
+        self.schedule = NoiseSchedule(kind=d.schedule, num_train_steps=d.num_train_steps, beta_start=d.beta_start,
+                                      beta_end=d.beta_end)
+        self.diffusion = GaussianDiffusion(schedule=self.schedule, target=d.target, loss_weighting=d.loss_weighting)
+        self.ema = EMA(self.net, decay=d.ema_decay, warmup=d.ema_warmup) if d.use_ema else None
+
+    # -- training plumbing ---------------------------------------------------------------------------------------
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net)
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Sample with the EMA weights when EMA is on (the live weights otherwise)."""
+        if self.ema is None:
+            yield
+        else:
+            with self.ema.swap_into(self.net):
+                yield
+
+    def configure_optimizers(self) -> dict:
+        o = self.optim_cfg
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            (no_decay if p.ndim < 2 or "null" in name or "emb" in name else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=tuple(o.betas),
+        )
+        total = max(1, int(self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10_000))
+
+        def factor(step: int) -> float:
+            if step < o.warmup_steps:
+                return (step + 1) / o.warmup_steps
+            progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- sampling ------------------------------------------------------------------------------------------------
+
+    def sample_x0(
+        self,
+        shape: tuple[int, ...],
+        *,
+        cond: dict[str, Tensor],
+        uncond: dict[str, Tensor],
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        inpaint: Inpaint | None = None,
+        clip_x0: float | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Draw samples of x0 with the configured (or given) sampler, steps and guidance, using EMA weights."""
+        d = self.diffusion_cfg
+        scale = d.guidance_scale if guidance_scale is None else guidance_scale
+        with self.ema_weights(), torch.no_grad():
+            denoise = self.diffusion.denoiser(self.net, clip_x0=clip_x0)
+            guided = classifier_free_guidance(denoise, scale=scale, uncond_args=uncond)
+            start = noise if noise is not None else shape
+            return sample(sampler or d.sampler, guided, start, schedule=self.schedule, steps=steps or d.sample_steps,
+                          extra_args=cond, generator=generator, inpaint=inpaint, progress=progress)

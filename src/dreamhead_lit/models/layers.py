@@ -1,0 +1,28 @@
+"""Building blocks shared by the stage networks."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def sinusoidal_embedding(values: Tensor, dim: int, *, max_period: float = 10000.0) -> Tensor:
+    """Transformer sinusoidal embedding of (B,) or (T,) values -> (..., dim) (Vaswani et al. 2017, sec. 3.5)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=values.device, dtype=torch.float32) / half)
+    args = values.float()[..., None] * freqs
+    emb = torch.cat([torch.cos(args), torch.sin(args)], -1)
+    return emb if dim % 2 == 0 else torch.cat([emb, torch.zeros_like(emb[..., :1])], -1)
+
+
+class TimestepEmbedding(nn.Module):
+    """Diffusion step t -> conditioning vector (sinusoidal features, then a 2-layer MLP as in DDPM/ADM)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(sinusoidal_embedding(t, self.dim))  # (B, dim)

@@ -1,0 +1,201 @@
+"""Training entry point behind `make train-stage1` / `make train-stage2`.
+
+    python -m dreamhead_lit.train stage1 --size demo [key=value ...]
+    python -m dreamhead_lit.train stage1 --size demo name=myrun ckpt_path=last      # resume an interrupted run
+
+It only builds objects from the config and calls ``fit`` (lightning-hydra-template's split): the run directory
+``runs/<stage>/<name>/`` receives the resolved config, TensorBoard logs and ``checkpoints/{last,best-*}.ckpt``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from .config import ConfigError, load_config, resolve_path, run_dir, save_resolved_config, to_container
+from .data.clip import ClipError, atomic_write_text
+
+RUN_DIR_ENV = "DREAMHEAD_RUN_DIR"  # set by rank 0 so DDP worker processes use the same run directory
+DONE_FILE = "done.json"  # written when a run reaches its max_steps; marks it reusable
+
+
+@dataclass
+class StageSpec:
+    """What differs between the stages: config schema, data stage, module builder and the metric to monitor."""
+
+    schema: type
+    data_stage: str
+    build: Callable[[DictConfig, Any], L.LightningModule]
+    monitor: str  # the validation metric that picks best-*.ckpt
+    mode: str  # "min" or "max" for that metric
+
+
+def _build_stage1(cfg: DictConfig, dm) -> L.LightningModule:
+    from .lit.a2l import A2LDiffusion
+
+    return A2LDiffusion.from_datamodule(
+        dm,
+        net=to_container(cfg.model),
+        loss=to_container(cfg.loss),
+        diffusion=to_container(cfg.diffusion),
+        optim=to_container(cfg.optim),
+        generation=to_container(cfg.generation),
+        validation=to_container(cfg.validation),
+    )
+
+
+def stage_specs() -> dict[str, StageSpec]:
+    from .lit.a2l import Stage1Config
+
+    specs = {"stage1": StageSpec(Stage1Config, "a2l", _build_stage1, "val/lmd_mouth", "min")}
+    try:
+        from .lit.l2i import Stage2Config, build_stage2
+
+        specs["stage2"] = StageSpec(Stage2Config, "l2i", build_stage2, "val/ssim_mouth", "max")
+    except ImportError:
+        pass
+    return specs
+
+
+class CheckpointOnInterrupt(Callback):
+    """Ctrl-C (or a scheduler's SIGTERM turned into KeyboardInterrupt) saves last.ckpt, so `ckpt_path=last` resumes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+            if trainer.is_global_zero:
+                print(f"\ninterrupted: saved {self.path} (resume with ckpt_path=last)", file=sys.stderr)
+
+
+def choose_run_dir(stage: str, cfg: DictConfig) -> tuple[Path, str | None]:
+    """The run directory and the checkpoint to resume from.
+
+    ``ckpt_path=last`` resumes ``runs/<stage>/<name>``; a path resumes that file in its own run. A new run whose name
+    is taken by a run with checkpoints gets the next free ``<name>-<k>`` instead of overwriting it.
+    """
+    env = os.environ.get(RUN_DIR_ENV)
+    base = run_dir(stage, cfg.name, runs_root=cfg.runs_root)
+    if cfg.ckpt_path == "last":
+        last = (Path(env) if env else base) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(f"ckpt_path=last: no checkpoint at {last}; train run {cfg.name!r} first or check name=")
+        return last.parent.parent, str(last)
+    if cfg.ckpt_path:
+        ckpt = resolve_path(cfg.ckpt_path)
+        if not ckpt.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
+        return ckpt.parent.parent, str(ckpt)
+    if env:
+        return Path(env), None
+    candidate, k = base, 0
+    while (candidate / "checkpoints").is_dir() and any((candidate / "checkpoints").iterdir()):
+        k += 1
+        candidate = base.with_name(f"{cfg.name}-{k}")
+    return candidate, None
+
+
+def fit(stage: str, cfg: DictConfig, *, callbacks: list[Callback] = ()) -> Path:
+    """Train a stage as configured; returns the run directory. ``callbacks`` are added to the standard ones."""
+    spec = stage_specs()[stage]
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out, resume = choose_run_dir(stage, cfg)
+    inherited = RUN_DIR_ENV in os.environ  # a DDP worker inherits the run directory from rank 0
+    os.environ[RUN_DIR_ENV] = str(out)
+    try:
+        _fit_in(out, resume, spec, stage, cfg, callbacks)
+    finally:
+        if not inherited:
+            os.environ.pop(RUN_DIR_ENV, None)
+    return out
+
+
+def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: DictConfig,
+            callbacks: list[Callback]) -> None:
+    from .data.datamodule import TalkingHeadDataModule
+
+    is_rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if is_rank_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved_config(cfg, out)
+    dm = TalkingHeadDataModule(stage=spec.data_stage, **to_container(cfg.data))
+    dm.prepare_data()
+    dm.setup("fit")
+    module = spec.build(cfg, dm)
+    t = to_container(cfg.trainer)
+    extra = t.pop("extra", {}) or {}
+    ckpt_dir = out / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=spec.monitor, mode=spec.mode, save_last=True, save_top_k=1,
+                        auto_insert_metric_name=False),
+        LearningRateMonitor(logging_interval="step"),
+        CheckpointOnInterrupt(ckpt_dir / "last.ckpt"),
+        *callbacks,
+    ]
+    logger = TensorBoardLogger(save_dir=str(out.parent), name=out.name, version="", default_hp_metric=False)
+    trainer = L.Trainer(default_root_dir=str(out), logger=logger, callbacks=callbacks, **t, **extra)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    if trainer.is_global_zero and not trainer.interrupted:
+        metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        atomic_write_text(out / DONE_FILE, json.dumps({"steps": trainer.global_step, "metrics": metrics}, indent=2))
+        print(f"\n{stage} run: {out}\n  checkpoints: {ckpt_dir}\n  steps: {trainer.global_step}")
+        for k, v in sorted(metrics.items()):
+            print(f"  {k}: {v}")
+
+
+def latest_checkpoint(stage: str, *, runs_root: str = "runs", name: str | None = None) -> Path:
+    """``last.ckpt`` of the named run, or of the most recently trained run of the stage."""
+    root = resolve_path(runs_root) / stage
+    if name:
+        path = root / name / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        return path
+    found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no {stage} checkpoint under {root}: run `make train-{stage.replace('stage', 'stage')}`")
+    return found[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dreamhead_lit.train", description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["stage1", "stage2"])
+    parser.add_argument("--size", default="demo", help="experiments/<stage>/<size>.yaml (demo or paper)")
+    parser.add_argument("--if-needed", action="store_true",
+                        help="skip a run that already finished (done.json); resume one that was interrupted")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=100 data=hdtf")
+    args = parser.parse_intermixed_args(argv)
+    specs = stage_specs()
+    if args.stage not in specs:
+        print(f"error: {args.stage} is not available in this version", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(f"{args.stage}/{args.size}.yaml", args.overrides, schema=specs[args.stage].schema)
+        if args.if_needed:
+            existing = run_dir(args.stage, cfg.name, runs_root=cfg.runs_root)
+            if (existing / DONE_FILE).is_file():
+                print(f"{args.stage} run {existing} is complete ({DONE_FILE}); not retraining")
+                return 0
+            if (existing / "checkpoints" / "last.ckpt").is_file() and not cfg.ckpt_path:
+                print(f"resuming the interrupted {args.stage} run {existing}")
+                cfg.ckpt_path = "last"
+        fit(args.stage, cfg)
+    except (ConfigError, ClipError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
