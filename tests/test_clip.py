@@ -44,6 +44,20 @@ def test_write_then_read_round_trip(tmp_path, frames_format):
     assert ClipReader(tmp_path, clip.record).frame(3).shape == (16, 16, 3)
 
 
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from dreamhead_lit.data.clip import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    clip_folder = write_clip(tmp_path, _clip())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(clip_folder.stat().st_mode) == 0o777 & ~umask
+
+
 def test_interrupted_write_leaves_no_clip(tmp_path, monkeypatch):
     clip = _clip()
 

@@ -92,10 +92,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_index(root: Path, records: Iterable[ClipRecord]) -> None:
@@ -149,6 +156,7 @@ def write_clip(root: Path, clip: ClipData, *, frames_format: FramesFormat = "npy
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{rec.id}.", suffix=".tmp", dir=final.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if frames_format == "npy":
             np.save(tmp / "frames.npy", np.ascontiguousarray(clip.frames, dtype=np.uint8))
         elif frames_format == "jpg":
