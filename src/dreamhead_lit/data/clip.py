@@ -311,7 +311,7 @@ class ClipReader:
             from PIL import Image
 
             with Image.open(self.dir / "frames" / f"{index:06d}.jpg") as img:
-                return np.asarray(img.convert("RGB"))
+                return np.array(img.convert("RGB"))  # writable, like the .npy path
         if self._frames is None:
             self._frames = self._load("frames")
         return np.array(self._frames[index])  # a writable copy of one frame, not a view of the memory map
