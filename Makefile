@@ -9,15 +9,20 @@ DATA ?= data/synthtalk
 ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 test test-slow test-all bench-data \
-	bench-stage1 clean help
+.PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
+	preprocess \
+	test test-slow test-all bench-data bench-stage1 bench-stage2 bench-preprocess clean help
 
 help:
-	@echo "make demo         SynthTalk (demo) -> stage 1 -> test-split figures + landmark animation"
+	@echo "make demo         SynthTalk (demo) -> stage 1 -> stage 2 -> test-split figures -> talking-head mp4s"
 	@echo "make train-stage1 train the A2L diffusion (SIZE=demo|paper, DATA=processed dataset, ARGS=overrides)"
 	@echo "make eval-stage1  stage-1 metrics on the test split + a landmark animation (RUN=name)"
+	@echo "make train-stage2 train the L2I diffusion (same variables)"
+	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
+	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
 	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
 	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
+	@echo "make preprocess SRC=raw_videos DATA=data/hdtf LAYOUT=hdtf|mead|plain   real videos -> processed dataset"
 	@echo "make bench-data   data-loading benchmark"
 	@echo "make install      create $(VENV) with the pinned dependencies"
 
@@ -55,10 +60,25 @@ train-stage1: $(STAMP)
 eval-stage1: $(STAMP)
 	$(PY) -m dreamhead_lit.evaluate stage1 --run $(RUN) --videos 1 $(DATA_ARG) $(ARGS)
 
-# The main job: every step is skipped when its output is complete, resumed when it was interrupted.
-demo: data
-	$(PY) -m dreamhead_lit.train stage1 --size demo name=demo --if-needed
-	$(PY) -m dreamhead_lit.evaluate stage1 --run demo --split test --videos 1
+LAYOUT ?= plain
+SRC ?=
+preprocess: $(STAMP)
+	@test -n "$(SRC)" || { echo "usage: make preprocess SRC=<raw videos> DATA=<out, e.g. data/hdtf> [LAYOUT=hdtf|mead|plain] [ARGS='--workers 4 --landmarks mediapipe']"; exit 2; }
+	$(PY) -m dreamhead_lit.data.preprocess --src $(SRC) --dst $(DATA) --layout $(LAYOUT) $(ARGS)
+
+train-stage2: $(STAMP)
+	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	$(PY) -m dreamhead_lit.train stage2 --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
+
+eval-stage2: $(STAMP)
+	$(PY) -m dreamhead_lit.evaluate stage2 --run $(RUN) $(DATA_ARG) $(ARGS)
+
+generate: $(STAMP)
+	$(PY) -m dreamhead_lit.generate --audio $(AUDIO) --ref $(REF) --out $(OUT) $(ARGS)
+
+# The main job (python -m dreamhead_lit.demo): every step is skipped when complete, resumed when interrupted.
+demo: $(STAMP)
+	$(PY) -m dreamhead_lit.demo $(if $(REF),--ref $(REF)) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
@@ -74,6 +94,12 @@ bench-data: $(STAMP)
 
 bench-stage1: $(STAMP)
 	$(PY) benchmarks/bench_stage1.py $(ARGS)
+
+bench-stage2: $(STAMP)
+	$(PY) benchmarks/bench_stage2.py $(ARGS)
+
+bench-preprocess: $(STAMP)
+	$(PY) benchmarks/bench_preprocess.py $(ARGS)
 
 clean:
 	rm -rf runs outputs benchmarks/results .pytest_cache

@@ -404,6 +404,23 @@ class TalkingHeadDataModule(L.LightningDataModule):
 
     # -- conveniences for models and tools -----------------------------------------------------------------------
 
+    def describe(self) -> dict:
+        """What a trained model must remember about its data to be used on new inputs (saved in checkpoints):
+        the landmark topology and subset it saw, the canonical template, resolution and landmark-image blur."""
+        assert self.ctx is not None, "call setup() first"
+        h = self.hparams
+        return {
+            "root": str(self.root),
+            "landmark_topology": self.ctx.topology.to_json(),
+            "landmark_set": h.landmark_set,
+            "point_index": [int(i) for i in self.ctx.point_index],
+            "canonical_template68": np.asarray(self.ctx.template68).round(6).tolist(),
+            "resolution": self.ctx.resolution,
+            "landmark_sigma": float(h.landmark_sigma),
+            "audio_feature": h.audio_feature,
+            "audio_context": int(h.audio_context),
+        }
+
     @property
     def num_landmarks(self) -> int:
         assert self.ctx is not None, "call setup() first"

@@ -111,6 +111,8 @@ def to_pixels(canonical: Tensor, to_image: Tensor) -> Tensor:
 class A2LDiffusion(DiffusionLitModule):
     """Audio -> canonical dense-landmark sequence, by conditional diffusion over windows."""
 
+    STAGE = "stage1"
+
     def __init__(
         self,
         *,
@@ -142,7 +144,7 @@ class A2LDiffusion(DiffusionLitModule):
         self.net = A2LDenoiser(num_points=num_points, audio_steps=audio_steps, audio_dim=audio_dim,
                                **asdict(self.net_cfg))
         self.init_diffusion()
-        # scale of the displacements, measured on the training data at the first fit (kept in checkpoints)
+        # scale of the displacements, measured on the first training batch (kept in checkpoints)
         self.register_buffer("motion_std", torch.zeros(()))
         self.val_metrics = torch.nn.ModuleDict({
             k: MeanMetric() for k in ("lmd_mouth", "lmd_face", "lmd_mouth_static", "lmd_face_static", "jitter",
@@ -155,27 +157,20 @@ class A2LDiffusion(DiffusionLitModule):
         k, d = dm.audio_shape
         ctx = dm.ctx
         index68 = (list(range(68)) if dm.hparams.landmark_set == "68" else list(ctx.topology.index68))
-        return cls(num_points=dm.num_landmarks, audio_steps=k, audio_dim=d, index68=index68,
-                   resolution=ctx.resolution, window=dm.hparams.window, audio_feature=dm.hparams.audio_feature,
-                   audio_context=dm.hparams.audio_context, **kwargs)
+        module = cls(num_points=dm.num_landmarks, audio_steps=k, audio_dim=d, index68=index68,
+                     resolution=ctx.resolution, window=dm.hparams.window, audio_feature=dm.hparams.audio_feature,
+                     audio_context=dm.hparams.audio_context, **kwargs)
+        module.data_info = dm.describe()
+        return module
 
     # -- data <-> diffusion space ------------------------------------------------------------------------------
 
-    def on_fit_start(self) -> None:
-        if self.motion_std.item() == 0.0:
-            self.motion_std.fill_(self._measure_motion_std())
-
-    def _measure_motion_std(self, batches: int = 20) -> float:
-        dm = self.trainer.datamodule
-        values = []
-        for i, batch in enumerate(dm.train_dataloader()):
-            values.append((batch["landmarks"] - batch["ref_landmarks"][:, None]).flatten())
-            if i + 1 >= batches:
-                break
-        std = torch.cat(values).std().item()
-        if self.trainer.world_size > 1:  # every rank must use the same scale
-            std = float(self.trainer.strategy.reduce(torch.tensor(std, device=self.device), reduce_op="mean"))
-        return max(std, 1e-4)
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.motion_std.item() == 0.0:  # first step of a new model: measure the displacement scale once
+            std = (batch["landmarks"] - batch["ref_landmarks"][:, None]).std().clamp_min(1e-4)
+            if self.trainer.world_size > 1:  # every rank must use the same scale
+                std = self.trainer.strategy.reduce(std, reduce_op="mean")
+            self.motion_std.fill_(float(std))
 
     def encode(self, landmarks: Tensor, ref: Tensor) -> Tensor:
         """(B, T, N, 2) canonical -> (B, T, 2N) normalised displacement."""

@@ -47,9 +47,22 @@ class OptimConfig:
 
 
 class DiffusionLitModule(L.LightningModule):
-    """Base LightningModule for a denoiser ``self.net(x_t, t, **cond)``."""
+    """Base LightningModule for a denoiser ``self.net(x_t, t, **cond)``.
 
+    Checkpoints carry ``checkpoint["dreamhead"] = {"stage": STAGE, "data": data_info}``: which stage wrote them (so a
+    stage-2 checkpoint given where a stage-1 one is expected is a clear error) and the DataModule's ``describe()``
+    (landmark topology, template, resolution), so generation needs only the checkpoint.
+    """
+
+    STAGE = ""  # "stage1" / "stage2", set by subclasses
     net: torch.nn.Module
+    data_info: dict | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dreamhead"] = {"stage": self.STAGE, "data": self.data_info}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.data_info = checkpoint.get("dreamhead", {}).get("data")
 
     def __init__(self, *, diffusion: DiffusionConfig | dict, optim: OptimConfig | dict):
         super().__init__()

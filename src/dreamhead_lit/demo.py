@@ -1,0 +1,79 @@
+"""The main job on the embedded data (`make demo`): SynthTalk -> stage 1 -> stage 2 -> talking-head videos.
+
+    python -m dreamhead_lit.demo [--ref PORTRAIT_OR_VIDEO] [--audio SPEECH]
+
+Each step is skipped when its output is complete and resumed when it was interrupted, so running it again costs
+seconds. Outputs: data/synthtalk/preview.png, runs/stage{1,2}/demo/ (checkpoints, TensorBoard, eval/), and
+outputs/demo/*.mp4: a held-out SynthTalk identity speaking, and a real portrait speaking when one is given with
+--ref or found in ../shared/data/real/ (a SynthTalk-trained model makes a poor job of a real face: the point is
+that the whole path runs and gives a valid video).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .config import resolve_path
+
+REAL_DATA = Path("../shared/data/real")
+
+
+def _step(title: str) -> float:
+    print(f"\n=== {title}", flush=True)
+    return time.perf_counter()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dreamhead_lit.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", help="a portrait image or talking video of your own to animate")
+    parser.add_argument("--audio", help="speech for --ref (default: a real speech file, else SynthTalk audio)")
+    parser.add_argument("--out", default="outputs/demo")
+    args = parser.parse_args(argv)
+    from .data import synth
+    from .data.clip import read_index
+    from .data.preview import write_preview
+    from . import evaluate, generate, train
+
+    t = _step("1/6 SynthTalk (demo size)")
+    if synth.main(["--size", "demo"]) != 0:
+        return 2
+    root = resolve_path("data/synthtalk")
+    print(f"preview: {write_preview(root)}  ({time.perf_counter() - t:.0f} s)")
+    for stage, number in (("stage1", 2), ("stage2", 4)):
+        t = _step(f"{number}/6 train {stage} (demo size; skipped when runs/{stage}/demo is complete)")
+        if train.main([stage, "--size", "demo", "name=demo", "--if-needed"]) != 0:
+            return 2
+        print(f"({time.perf_counter() - t:.0f} s)")
+        t = _step(f"{number + 1}/6 {stage} on the identity-disjoint test split")
+        # stage 2 is scored on 8 frames of each test clip (192 frames): enough for the comparison, minutes on a CPU
+        extra = ["--videos", "1"] if stage == "stage1" else ["data.frames_per_clip=8"]
+        if evaluate.main([stage, "--run", "demo", "--split", "test", *extra]) != 0:
+            return 2
+        print(f"({time.perf_counter() - t:.0f} s)")
+    t = _step("6/6 talking heads")
+    out = resolve_path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpts = ["--stage1", str(train.latest_checkpoint("stage1", name="demo")),
+             "--stage2", str(train.latest_checkpoint("stage2", name="demo"))]
+    test = [r for r in read_index(root) if r.split == "test"]
+    speaker, speech = test[0], next((r for r in test[1:] if r.identity == test[0].identity), test[0])
+    jobs = [(root / "clips" / speech.id / "audio.wav", root / "clips" / speaker.id, out / f"synthtalk_{speaker.identity}.mp4")]
+    real = resolve_path(REAL_DATA)
+    if args.ref:
+        audio = args.audio or next(iter(sorted((real / "audio").glob("*.wav"))), jobs[0][0])
+        jobs.append((Path(audio), resolve_path(args.ref), out / f"user_{Path(args.ref).stem}.mp4"))
+    elif (real / "images").is_dir() and (real / "audio").is_dir():
+        portrait = sorted((real / "images").glob("*.png"))[0]
+        audio = Path(args.audio) if args.audio else sorted((real / "audio").glob("*.wav"))[0]
+        jobs.append((audio, portrait, out / f"real_{portrait.stem}.mp4"))
+    for audio, ref, path in jobs:
+        if generate.main(["--audio", str(audio), "--ref", str(ref), "--out", str(path), *ckpts]) != 0:
+            return 2
+    print(f"({time.perf_counter() - t:.0f} s)\n\ndemo outputs: {out}  |  TensorBoard: tensorboard --logdir runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

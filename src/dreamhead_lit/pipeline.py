@@ -1,0 +1,314 @@
+"""Generation end to end: audio + reference (image, video or processed clip) -> landmarks -> frames -> mp4.
+
+    stage 1 (A2L): audio -> canonical landmarks, starting from the reference's canonical landmarks
+    pose:          canonical -> crop pixels with the reference's head pose (per frame for a reference video)
+    stage 2 (L2I): landmark images + reference appearance (+ the masked reference frame in dubbing mode) -> frames
+    video:         frames + the input audio -> H.264/AAC mp4 at 25 fps, written atomically
+
+Everything a model needs to know about its training data (landmark topology, canonical template, resolution,
+landmark-image blur) comes from the checkpoint (``checkpoint["dreamhead"]``), so generation needs only the two
+checkpoints and the inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.audio import AudioError, load_audio
+from .data.clip import SAMPLES_PER_FRAME, ClipReader, ClipRecord, read_dataset_info
+from .data.landmarks import LandmarkTopology, apply_affine, canonicalize, lower_face_mask, rasterize_landmarks
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
+
+
+class GenerationError(ValueError):
+    """A problem with the user's inputs that stops generation, with what to do about it."""
+
+
+@dataclass
+class Reference:
+    """The reference face at the model's resolution: one frame for a portrait, every frame for a video."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 crops
+    landmarks: np.ndarray  # (T, N, 2) crop pixels, the model topology's full point set
+    landmarks68: np.ndarray  # (T, 68, 2)
+    source: str  # "image", "video" or "clip"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_stage(path: str | Path, stage: str):
+    """Load a checkpoint and check that it is the expected stage; returns the LightningModule in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenerationError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: say which file, keep the cause
+        raise GenerationError(f"{path} is not a readable checkpoint ({err})") from err
+    found = ckpt.get("dreamhead", {}).get("stage") if isinstance(ckpt, dict) else None
+    if found is None and isinstance(ckpt, dict):
+        found = _infer_stage(ckpt)
+    if found != stage:
+        what = f"a {found} checkpoint" if found else "not a dreamhead-lit checkpoint"
+        raise GenerationError(f"{path} is {what}, but a {stage} checkpoint is needed here "
+                              f"(--{stage} takes runs/{stage}/<name>/checkpoints/*.ckpt)")
+    if stage == "stage1":
+        from .lit.a2l import A2LDiffusion as cls
+    else:
+        from .lit.l2i import L2IDiffusion as cls
+    module = cls.load_from_checkpoint(path, map_location="cpu")
+    if not module.data_info:
+        module.data_info = _describe_from_run(path, stage)
+    return module.eval()
+
+
+def _infer_stage(ckpt: dict) -> str | None:
+    """The stage of a checkpoint written before checkpoints carried it, from its hyper-parameters."""
+    hp = ckpt.get("hyper_parameters", {})
+    if "audio_steps" in hp:
+        return "stage1"
+    if "landmark_channels" in hp:
+        return "stage2"
+    return None
+
+
+def _describe_from_run(path: Path, stage: str) -> dict:
+    """Rebuild the data description of an older checkpoint from its run's config.yaml and dataset."""
+    from omegaconf import OmegaConf
+
+    from .config import to_container
+    from .data.datamodule import TalkingHeadDataModule
+
+    cfg_path = path.parent.parent / "config.yaml"
+    if not cfg_path.is_file():
+        raise GenerationError(f"{path} carries no data description and has no config.yaml beside its run: retrain it")
+    data = to_container(OmegaConf.load(cfg_path).data)
+    dm = TalkingHeadDataModule(stage="a2l" if stage == "stage1" else "l2i", **data)
+    try:
+        dm.setup()
+    except (FileNotFoundError, ValueError) as err:
+        raise GenerationError(f"{path} carries no data description and its dataset is unavailable ({err})") from err
+    return dm.describe()
+
+
+def _topology(info: dict) -> LandmarkTopology:
+    return LandmarkTopology.from_json(info["landmark_topology"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# References
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def dense_from_68(points68: np.ndarray, info: dict, frames: np.ndarray | None = None) -> np.ndarray:
+    """The model topology's full point set from dlib's 68 points: (T, 68, 2) -> (T, N, 2).
+
+    SynthTalk's dense points are fixed interpolations of the 68 (the generator adds a lip curvature that a
+    photo's landmarks cannot give); a MediaPipe-dense model needs MediaPipe run on the frames.
+    """
+    topo = _topology(info)
+    if topo.num_points == 68:
+        return points68
+    if topo.name.startswith("synthtalk"):
+        from .data.landmarks import build_dense_layout
+        from .data.synth import neutral_template
+
+        layout = build_dense_layout(topo.num_points, template68=neutral_template())
+        return np.einsum("nk,tkd->tnd", layout.weights, points68).astype(np.float32)
+    if topo.name.startswith("mediapipe"):
+        from .data.detectors import MediaPipeDense, mediapipe_available
+
+        if not mediapipe_available() or frames is None:
+            raise GenerationError("this model was trained on MediaPipe dense landmarks: `make install-dense` first")
+        with MediaPipeDense(static_image_mode=len(frames) == 1) as mesh:
+            dense = [mesh(f) for f in frames]
+        if any(d is None for d in dense):
+            raise GenerationError("MediaPipe found no face in the reference")
+        return np.stack(dense).astype(np.float32)[:, : topo.num_points]
+    raise GenerationError(f"cannot build the {topo.name!r} landmark set from a photo")
+
+
+def _landmark_crops(frames: list[np.ndarray], boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square crops (T, size, size, 3) and dlib 68 landmarks on them, detected at >= 256 px for precision."""
+    from .data.detectors import Dlib68Landmarker, crop_and_resize, square_crop_box
+
+    landmarker = Dlib68Landmarker()
+    work = max(256, size)
+    crops, lms = [], []
+    for frame, box in zip(frames, boxes):
+        crop_box = square_crop_box(box)
+        big = crop_and_resize(frame, crop_box, work)
+        side = crop_box[2] - crop_box[0]
+        face = (np.asarray(box[:4]) - np.tile(crop_box[:2], 2)) * work / side  # the face box in crop pixels
+        lms.append(landmarker(big, face) * size / work)
+        crops.append(big if work == size else crop_and_resize(big, (0, 0, work, work), size))
+    return np.stack(crops), np.stack(lms).astype(np.float32)
+
+
+def reference_from_image(path: Path, *, size: int, info: dict) -> Reference:
+    """A portrait: dlib finds the face, crops it as preprocessing does, and landmarks it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .data.detectors import FaceDetector
+
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as err:
+        raise GenerationError(f"cannot read the reference image {path} ({err})") from err
+    box = FaceDetector(min_size=40, max_side=1024).best(rgb)
+    if box is None:
+        raise GenerationError(f"no face found in the reference image {path}: use a frontal portrait "
+                              "with the face at least 40 px wide")
+    crops, lm68 = _landmark_crops([rgb], box.as_array()[None], size)
+    return Reference(crops, dense_from_68(lm68, info, crops), lm68, "image")
+
+
+def reference_from_video(path: Path, *, size: int, info: dict, max_frames: int | None) -> Reference:
+    """A talking video (dubbing mode): the face is tracked and cropped per frame; its pose and background stay."""
+    from .data.detectors import FaceDetector, smooth_boxes
+    from .video import VideoError, read_video
+
+    try:
+        video = read_video(path, with_audio=False, target_fps=25)
+    except VideoError as err:
+        raise GenerationError(f"cannot read the reference video: {err}") from err
+    frames = list(video.frames[:max_frames] if max_frames else video.frames)
+    if not frames:
+        raise GenerationError(f"the reference video {path} has no frames")
+    detector = FaceDetector(min_size=40)
+    boxes = np.full((len(frames), 4), np.nan)
+    previous = None
+    for i in range(0, len(frames), 5):  # detect every 5 frames (0.2 s); the track is interpolated and smoothed
+        box = detector.best(frames[i], previous=previous)
+        if box is not None:
+            boxes[i] = box.as_array()[:4]
+            previous = box
+    if not np.isfinite(boxes).any():
+        raise GenerationError(f"no face found in the reference video {path}")
+    crops, lm68 = _landmark_crops(frames, smooth_boxes(boxes), size)
+    return Reference(crops, dense_from_68(lm68, info, crops), lm68, "video")
+
+
+def reference_from_clip(clip: Path, *, max_frames: int | None) -> Reference:
+    """A processed clip (``<dataset>/clips/<id>``): exact landmarks, e.g. a held-out SynthTalk identity."""
+    root = clip.parent.parent
+    import json
+
+    meta = json.loads((clip / "meta.json").read_text())
+    reader = ClipReader(root, ClipRecord.from_json(meta), meta)
+    n = min(reader.num_frames, max_frames or reader.num_frames)
+    topo = LandmarkTopology.from_json(read_dataset_info(root)["landmark_topology"])
+    dense = np.asarray(reader.landmarks[:n], dtype=np.float32)
+    return Reference(reader.frames(0, n), dense, topo.sparse(dense), "clip")
+
+
+def load_reference(ref: str | Path, *, size: int, info: dict, num_frames: int) -> Reference:
+    path = Path(ref)
+    if path.is_dir() and (path / "meta.json").is_file():
+        return reference_from_clip(path, max_frames=num_frames)
+    if not path.exists():
+        raise GenerationError(f"reference {path} not found")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return reference_from_image(path, size=size, info=info)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return reference_from_video(path, size=size, info=info, max_frames=num_frames)
+    raise GenerationError(f"reference {path}: expected an image ({sorted(IMAGE_SUFFIXES)}), a video "
+                          f"({sorted(VIDEO_SUFFIXES)}) or a processed clip folder")
+
+
+def _loop(n: int, length: int) -> np.ndarray:
+    """Indices 0..n-1 played forwards then backwards, as many times as needed to cover ``length`` frames."""
+    if n == 1:
+        return np.zeros(length, dtype=np.int64)
+    cycle = np.concatenate([np.arange(n), np.arange(n - 2, 0, -1)])
+    return np.resize(cycle, length)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(
+    *,
+    audio: str | Path | np.ndarray,
+    ref: str | Path | Reference,
+    out: str | Path,
+    stage1,
+    stage2,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Path:
+    """Write a talking-head mp4 for ``audio`` in the reference's appearance. Returns the mp4 path.
+
+    ``stage1`` / ``stage2`` are checkpoint paths or loaded modules. With a reference video (or a processed clip of
+    several frames) and a stage-2 model trained in dubbing mode, each output frame keeps that frame's pose and
+    background and only the lower face is generated; a shorter video is played back and forth to cover the audio.
+    """
+    from tqdm.auto import tqdm
+
+    from .video import VideoWriter
+
+    a2l = load_stage(stage1, "stage1") if isinstance(stage1, (str, Path)) else stage1
+    l2i = load_stage(stage2, "stage2") if isinstance(stage2, (str, Path)) else stage2
+    samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
+    if len(samples) == 0:
+        raise AudioError(Path(str(audio)), "audio is empty (0 samples)")
+    num_frames = int(np.ceil(len(samples) / SAMPLES_PER_FRAME))
+    info1, info2 = a2l.data_info, l2i.data_info
+    size = int(info2["resolution"])
+    reference = ref if isinstance(ref, Reference) else load_reference(ref, size=size, info=info1, num_frames=num_frames)
+    # stage 1, in the canonical frame of the reference
+    template = np.asarray(info1["canonical_template68"], dtype=np.float32)
+    canon_ref, to_image = canonicalize(reference.landmarks, reference.landmarks68, template68=template)
+    idx1 = np.asarray(info1["point_index"])
+    canon = a2l.generate(samples, ref_landmarks=canon_ref[0][idx1], num_frames=num_frames, seed=seed,
+                         sampler=sampler, steps=steps, progress=progress).cpu().numpy()  # (F, N1, 2)
+    full = np.repeat(canon_ref[:1], num_frames, 0)  # points stage 1 does not produce keep the reference's
+    full[:, idx1] = canon
+    # pose: the reference's, per frame when it moves
+    order = _loop(len(reference.frames), num_frames)
+    pixels = apply_affine(full, to_image[order])  # (F, N, 2) crop pixels
+    # stage 2
+    idx2 = np.asarray(info2["point_index"])
+    missing = set(idx2.tolist()) - set(idx1.tolist())
+    if missing and len(missing) > 0 and info1["landmark_set"] != info2["landmark_set"]:
+        raise GenerationError(f"the stage-2 model needs {len(idx2)} landmarks but stage 1 produces {len(idx1)}")
+    regions = torch.as_tensor(np.asarray(_topology(info2).regions)[idx2])
+    sigma = float(info2["landmark_sigma"]) * size / 64.0
+    rast = lambda pts: rasterize_landmarks(torch.from_numpy(np.ascontiguousarray(pts[..., idx2, :])).float(),  # noqa
+                                           regions=regions, size=size, sigma=sigma)
+    to_tensor = lambda f: torch.from_numpy(np.array(f)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731 (a copy)
+    ref_frame = to_tensor(reference.frames[:1])
+    ref_lm_image = rast(reference.landmarks[:1])
+    dubbing = l2i.net.mode == "dubbing"
+    out = Path(out)
+    with VideoWriter(out, fps=25, width=size, height=size, audio=samples) as writer:
+        bar = tqdm(total=num_frames, desc="frames", unit="frame", disable=not progress)
+        for start in range(0, num_frames, batch_size):
+            sel = np.arange(start, min(num_frames, start + batch_size))
+            cond = {"ref": ref_frame[0], "ref_landmarks": ref_lm_image[0]}
+            if dubbing:
+                target = to_tensor(reference.frames[order[sel]])
+                mask = lower_face_mask(torch.from_numpy(reference.landmarks68[order[sel]]), size=size)
+                cond.update(masked=target * (1 - mask), mask=mask)
+            # every batch starts from the same noise (noise_seed): frames of one video share their starting noise
+            frames = l2i.generate_frames(rast(pixels[sel]), **cond, noise_seed=seed, batch_size=len(sel),
+                                         sampler=sampler, steps=steps)
+            writer.write(((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+            bar.update(len(sel))
+        bar.close()
+    return out
