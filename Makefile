@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess \
+	preprocess bench train-landmarker train-syncnet \
 	test test-slow test-all bench-data bench-stage1 bench-stage2 bench-preprocess clean help
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make train-stage2 train the L2I diffusion (same variables)"
 	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
+	@echo "make bench        methods x test split -> FID, LPIPS, SSIM, PSNR, LMD, LSE-C/D, CSIM table (SIZE=demo|paper)"
 	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
 	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
 	@echo "make preprocess SRC=raw_videos DATA=data/hdtf LAYOUT=hdtf|mead|plain   real videos -> processed dataset"
@@ -75,6 +76,20 @@ eval-stage2: $(STAMP)
 
 generate: $(STAMP)
 	$(PY) -m dreamhead_lit.generate --audio $(AUDIO) --ref $(REF) --out $(OUT) $(ARGS)
+
+train-landmarker: $(STAMP)
+	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	$(PY) -m dreamhead_lit.evaluators landmarker --if-needed $(DATA_ARG) $(ARGS)
+
+train-syncnet: $(STAMP)
+	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	$(PY) -m dreamhead_lit.evaluators syncnet --if-needed $(DATA_ARG) $(ARGS)
+
+# SIZE=demo trains the dataset's own evaluators first (LMD/LSE on rendered faces); paper uses dlib + official SyncNet.
+bench: $(STAMP)
+	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet ARGS=)
+	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(ARGS)
 
 # The main job (python -m dreamhead_lit.demo): every step is skipped when complete, resumed when interrupted.
 demo: $(STAMP)
