@@ -15,7 +15,15 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from ..diffusion import EMA, GaussianDiffusion, Inpaint, NoiseSchedule, classifier_free_guidance, sample
+from ..diffusion import (
+    EMA,
+    GaussianDiffusion,
+    Inpaint,
+    NoiseSchedule,
+    classifier_free_guidance,
+    clip_denoiser,
+    sample,
+)
 
 
 @dataclass
@@ -30,7 +38,7 @@ class DiffusionConfig:
     loss_weighting: str = "none"  # none | min_snr
     sampler: str = "dpmpp_2m"  # ddpm | ddim | dpmpp_2m; DPM-Solver++ keeps the spread at 20 steps, DDIM narrows it
     sample_steps: int = 20
-    guidance_scale: float = 1.5  # classifier-free guidance on the audio (stage 1) / reference (stage 2) condition
+    guidance_scale: float = 1.5  # classifier-free guidance on the audio (stage 1) / target landmarks (stage 2)
     cond_drop_prob: float = 0.1  # condition dropout in training (DreamTalk: 0.1); 0 disables guidance training
     use_ema: bool = True
     ema_decay: float = 0.999
@@ -137,8 +145,9 @@ class DiffusionLitModule(L.LightningModule):
         d = self.diffusion_cfg
         scale = d.guidance_scale if guidance_scale is None else guidance_scale
         with self.ema_weights(), torch.no_grad():
-            denoise = self.diffusion.denoiser(self.net, clip_x0=clip_x0)
-            guided = classifier_free_guidance(denoise, scale=scale, uncond_args=uncond)
+            guided = classifier_free_guidance(self.diffusion.denoiser(self.net), scale=scale, uncond_args=uncond)
+            if clip_x0 is not None:  # clamp the guided prediction: clamping each branch first distorts the guidance
+                guided = clip_denoiser(guided, bound=clip_x0)
             start = noise if noise is not None else shape
             return sample(sampler or d.sampler, guided, start, schedule=self.schedule, steps=steps or d.sample_steps,
                           extra_args=cond, generator=generator, inpaint=inpaint, progress=progress)
