@@ -86,7 +86,7 @@ def bench(module: L2IDiffusion, *, frames: int, batch_size: int, device: str,
             memory = f"peak {torch.cuda.max_memory_allocated() / 2**20:8.0f} MiB (CUDA)"
         else:
             memory = f"peak RSS {rss.peak:7.0f} MiB (+{rss.peak - rss.before:.0f})"
-        print(f"  {sampler:<9} {steps:>3} steps  {frames / secs:8.2f} frames/s  ({secs:7.2f} s for {frames} frames, "
+        print(f"  {sampler:<9} {steps:>3} steps  {frames / secs:8.3g} frames/s  ({secs:7.2f} s for {frames} frames, "
               f"batch {batch_size})  {memory}", flush=True)
 
 

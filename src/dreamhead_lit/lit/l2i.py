@@ -20,7 +20,7 @@ on the mouth to have learnt anything from the landmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from ..config import DataConfig, TrainerConfig, to_container
+from ..config import ConfigError, DataConfig, TrainerConfig, to_container
 from ..data.landmarks import NUM_REGIONS
 from ..diffusion import drop_condition
 from ..metrics.image import crop_mouth, psnr_per_image, ssim_per_image
 from ..models.latent import LatentCodec, load_codec
-from ..models.unet import L2IUNet
+from ..models.unet import L2IMode, L2IUNet
 from .a2l import ValidationConfig
 from .base import DiffusionConfig, DiffusionLitModule, OptimConfig
 
@@ -134,6 +134,8 @@ class L2IDiffusion(DiffusionLitModule):
         self.resolution = resolution
         self.index68 = list(index68)
         n = self.net_cfg
+        if n.mode not in get_args(L2IMode):
+            raise ConfigError(f"model.mode={n.mode!r}: choose one of {list(get_args(L2IMode))}")
         if codec is None and n.vae_checkpoint:
             codec = load_codec(n.vae_checkpoint, scale_factor=n.vae_scale_factor)
         self.codec = codec
