@@ -45,21 +45,29 @@ def _format_table(rows: dict[str, float], title: str) -> str:
     return "\n".join(lines)
 
 
-def evaluate_stage1(ckpt: Path, *, split: str, overrides: list[str], videos: int, seed: int, out_dir: Path | None):
+def load_for_evaluation(cls, ckpt: Path, *, data_stage: str, split: str, overrides: list[str]):
+    """The module of ``ckpt`` with the run config's sampler settings (after overrides) and the DataModule of
+    ``split``, set up: what both stages' evaluations start from."""
     from .data.datamodule import TalkingHeadDataModule
-    from .lit.a2l import A2LDiffusion, to_pixels
-    from .viz import write_landmark_video
 
     cfg = load_run_config(ckpt, overrides)
-    module = A2LDiffusion.load_from_checkpoint(ckpt, map_location="cpu")
+    module = cls.load_from_checkpoint(ckpt, map_location="cpu")
     d = cfg.get("diffusion", {})
     for key in ("sampler", "sample_steps", "guidance_scale"):
         if key in d:
             setattr(module.diffusion_cfg, key, d[key])
-    module.eval()
-    dm = TalkingHeadDataModule(stage="a2l", **{**to_container(cfg.data), "test_splits": [split]})
+    dm = TalkingHeadDataModule(stage=data_stage, **{**to_container(cfg.data), "test_splits": [split]})
     dm.prepare_data()
     dm.setup("test")
+    return module, dm
+
+
+def evaluate_stage1(ckpt: Path, *, split: str, overrides: list[str], videos: int, seed: int, out_dir: Path | None):
+    from .lit.a2l import A2LDiffusion, to_pixels
+    from .viz import write_landmark_video
+
+    module, dm = load_for_evaluation(A2LDiffusion, ckpt, data_stage="a2l", split=split, overrides=overrides)
+    module.eval()
     ds = dm._split(split)
     sums: dict[str, float] = {}
     count = 0
@@ -116,20 +124,11 @@ def evaluate_stage2(ckpt: Path, *, split: str, overrides: list[str], seed: int, 
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .data.datamodule import TalkingHeadDataModule
     from .lit.l2i import FRAME_METRICS, L2IDiffusion, example_grid
 
-    cfg = load_run_config(ckpt, overrides)
-    module = L2IDiffusion.load_from_checkpoint(ckpt, map_location="cpu")
-    d = cfg.get("diffusion", {})
-    for key in ("sampler", "sample_steps", "guidance_scale"):
-        if key in d:
-            setattr(module.diffusion_cfg, key, d[key])
+    module, dm = load_for_evaluation(L2IDiffusion, ckpt, data_stage="l2i", split=split, overrides=overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device).eval()
-    dm = TalkingHeadDataModule(stage="l2i", **{**to_container(cfg.data), "test_splits": [split]})
-    dm.prepare_data()
-    dm.setup("test")
     ds = dm._split(split)
     sums: dict[str, float] = {}
     count = 0
