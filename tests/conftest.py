@@ -55,3 +55,23 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real clips not present at {REAL_DATA}")
     return REAL_DATA
+
+
+def check_two_process_ddp_fit(stage: str, overrides: list[str], root: Path, runs: Path) -> None:
+    """Train `stage` for 3 steps through the CLI with 2 gloo processes; exactly one checkpoint and one log."""
+    import subprocess
+    import sys
+
+    import torch
+
+    cmd = [sys.executable, "-m", "dreamhead_lit.train", stage, f"data.root={root}", f"runs_root={runs}", *overrides,
+           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=3",
+           "trainer.val_check_interval=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs / stage / "demo"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 3

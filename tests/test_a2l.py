@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,18 +147,9 @@ def test_cli_reports_config_errors(tiny_synth, tmp_path, capsys):
 
 @pytest.mark.ddp
 def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, tmp_path):
-    cmd = [sys.executable, "-m", "dreamhead_lit.train", "stage1", f"data.root={tiny_synth}", f"runs_root={tmp_path}",
-           *TINY, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=3",
-           "trainer.val_check_interval=100"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "stage1" / "demo"
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 3
-    assert "world_size" not in proc.stderr or "2" in proc.stderr
+    from conftest import check_two_process_ddp_fit
+
+    check_two_process_ddp_fit("stage1", TINY, tiny_synth, tmp_path)
 
 
 @pytest.fixture(scope="module")

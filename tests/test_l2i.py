@@ -1,9 +1,6 @@
 """Stage 2: the L2I UNet and LightningModule: learning, conditioning contract, shared clip noise, latent mode, DDP."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -224,17 +221,9 @@ def test_demo_and_paper_configs_load(tmp_path):
 
 @pytest.mark.ddp
 def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, tmp_path):
-    cmd = [sys.executable, "-m", "dreamhead_lit.train", "stage2", f"data.root={tiny_synth}", f"runs_root={tmp_path}",
-           *TINY, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=3",
-           "trainer.val_check_interval=100"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "stage2" / "demo"
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 3
+    from conftest import check_two_process_ddp_fit
+
+    check_two_process_ddp_fit("stage2", TINY, tiny_synth, tmp_path)
 
 
 def test_evaluate_stage2_cli_writes_figures_and_grid(tiny_synth, tmp_path):
