@@ -10,7 +10,8 @@ import torch
 
 from dreamhead_lit.config import load_config
 from dreamhead_lit.data.datamodule import TalkingHeadDataModule
-from dreamhead_lit.lit.a2l import A2LDiffusion, Stage1Config, jitter, landmark_distance, window_starts
+from dreamhead_lit.lit.a2l import A2LDiffusion, Stage1Config, landmark_distance, window_starts
+from dreamhead_lit.metrics.lmd import landmark_jitter
 from dreamhead_lit.train import fit, main
 
 TINY = ["data.window=16", "data.batch_size=4", "data.windows_per_clip=2", "model.dim=32", "model.depth=1",
@@ -107,7 +108,7 @@ def test_metrics_on_constructed_landmarks():
     expected = ((pred[0, 0, 48:68] - pred[0, 0, 48:68].mean(0)) - 0).norm(dim=-1).mean().item()
     assert landmark_distance(pred, true, list(range(48, 68))).item() == pytest.approx(expected)
     seq = torch.arange(5.0)[None, :, None, None].expand(1, 5, 68, 2) ** 2  # constant acceleration 2 per axis
-    assert jitter(seq).item() == pytest.approx(2 * 2**0.5)
+    assert landmark_jitter(seq).item() == pytest.approx(2 * 2**0.5)
 
 
 def test_resume_continues_at_saved_step_with_same_optimizer_state(tiny_synth, tmp_path):

@@ -205,6 +205,8 @@ def test_files_columns_and_bounds(first_run):
     assert float(gt["psnr_mouth"]) > float(static["psnr_mouth"])
     assert float(gt["ssim"]) > 0.9 and float(gt["lmd_mouth"]) < float(static["lmd_mouth"])
     assert float(gt["fid"]) < float(static["fid"])
+    # jitter relative to the ground truth's: a frozen frame does not move, the re-encoded clip moves as the truth
+    assert float(static["jitter_ratio"]) < 0.05 and 0.7 < float(gt["jitter_ratio"]) < 1.3
     assert gt["lmd_unit"] == "px@64" and gt["clips"] == str(len(clips)) and gt["uses_source_video"] == "True"
     assert static["uses_source_video"] == "False"
     # folder: one clip missing, the others read and resized from 48 px
@@ -216,7 +218,7 @@ def test_files_columns_and_bounds(first_run):
     assert len(per_clip) == 3 * len(clips)
     # the table names what scored it
     md = (out / "table.md").read_text()
-    for text in (FID_LABEL, SYNC_LABEL, LANDMARKER_LABEL, "RANDOM AlexNet trunk", "pixels at 64 px", "M-LMD ↓"):
+    for text in (FID_LABEL, SYNC_LABEL, LANDMARKER_LABEL, "RANDOM AlexNet trunk", "pixels at 64 px", "M-LMD ↓", "Jitter →1"):
         assert text in md, text
     assert "no (one-shot)" in md  # the external method was declared one-shot
     results = json.loads((out / "results.json").read_text())

@@ -10,6 +10,7 @@ from dreamhead_lit.data.synth import neutral_template
 from dreamhead_lit.metrics.lmd import (
     LMDMetric,
     dlib_landmarker,
+    landmark_jitter,
     lmd_from_frames,
     lmd_from_landmarks,
 )
@@ -63,6 +64,38 @@ def test_units_pixels_rescaled_and_face_size():
         lmd_from_landmarks(pred, target, normalisation="mm", resolution=128)
 
 
+def _shaking(frames: int, amplitude: float) -> np.ndarray:
+    """A face whose every point alternates +a / -a in x: acceleration magnitude 4a at every interior frame."""
+    face = _face(frames)
+    face[:, :, 0] += amplitude * (-1.0) ** np.arange(frames)[:, None]
+    return face
+
+
+def test_jitter_on_constructed_sequences():
+    # constant velocity has no acceleration; the alternating shake has |x+ - 2x + x-| = 4a
+    drift = _face(6) + np.arange(6)[:, None, None] * np.array([1.5, 0.0])
+    assert float(landmark_jitter(torch.from_numpy(drift))) == pytest.approx(0.0, abs=1e-12)
+    res = lmd_from_landmarks(_shaking(6, 0.5), drift, resolution=128, report_resolution=256)
+    assert res.jitter == pytest.approx(4 * 0.5 * 2)  # reported at 256 px: twice the 128 px pixels
+    assert res.jitter_gt == pytest.approx(0.0, abs=1e-12)
+    # a missing frame removes the three accelerations it takes part in, not the video
+    shaky = _shaking(8, 1.0)
+    shaky[4] = np.nan
+    assert lmd_from_landmarks(shaky, _face(8), resolution=64).jitter == pytest.approx(4.0)
+    assert np.isnan(lmd_from_landmarks(_face(2), _face(2), resolution=64).jitter)  # fewer than 3 frames
+
+
+def test_metric_reports_jitter_ratio_over_videos():
+    m = LMDMetric(resolution=64)
+    m.update(_shaking(10, 1.0), _shaking(10, 0.5))  # jitter 4 vs 2
+    m.update(_shaking(10, 2.0), _shaking(10, 0.5))  # jitter 8 vs 2
+    m.update(_face(2), _face(2))  # too short for an acceleration: LMD counts it, jitter does not
+    rep = m.report()
+    assert rep["lmd_jitter"] == pytest.approx(6.0) and rep["lmd_jitter_gt"] == pytest.approx(2.0)
+    assert rep["lmd_jitter_ratio"] == pytest.approx(3.0)
+    assert rep["lmd_videos"] == 3
+
+
 def test_metric_averages_frames_then_videos_and_counts_missing_frames():
     metric = LMDMetric(resolution=256)
     a_target = _face(frames=2)
@@ -100,10 +133,13 @@ def test_frame_based_lmd_counts_frames_without_a_face():
     assert res.mouth == pytest.approx(2.0) and res.mouth_name == "lmd_mouth_px@256"
     metric = LMDMetric(resolution=256, landmarker=stub_landmarker)
     metric.update(frames, target)
-    assert metric.report() == pytest.approx(
+    report = metric.report()
+    jitter = {k: report.pop(k) for k in ("lmd_jitter", "lmd_jitter_gt", "lmd_jitter_ratio")}
+    assert report == pytest.approx(
         {"lmd_mouth_px@256": 2.0, "lmd_face_px@256": 2.0 * 20 / 68, "lmd_videos": 1, "lmd_frames": 3,
          "lmd_missing_frames": 1, "lmd_videos_without_landmarks": 0}
     )
+    assert all(np.isnan(v) for v in jitter.values())  # frame 2 missing: no 3 consecutive frames among 4
     with pytest.raises(ValueError, match="landmarker"):
         LMDMetric(resolution=256).update(frames, target)
     # frames measured at 256 px, reported at 128 px: half the pixels

@@ -17,6 +17,10 @@ already generated one read -- and scored against the clip's ground truth by one 
 ``stage2_gt_landmarks`` the clip's ground-truth landmarks -> stage 2 (the stage-2 upper bound), through the same
                        ``pipeline.generate`` with a stand-in for stage 1 that returns the true landmarks
                        (:class:`GroundTruthLandmarks`), so rasterisation and conditioning are shared, not copied.
+``audio_to_image``     a stage-2 checkpoint trained with ``model.condition=audio`` (the ``landmark_hierarchy``
+                       ablation: audio -> frames, no landmarks, no stage 1) through the same ``pipeline.generate``.
+                       Without landmarks only a dubbing-mode model can take pose and background from the clip
+                       (protocol ``dubbing``); otherwise it is one-shot from the clip's first frame, pose frozen.
 ``folder``             ``<folder>/<clip_id>.mp4`` made elsewhere (official DreamTalk / SadTalker code ...).
 =====================  ===================================================================================
 
@@ -118,25 +122,26 @@ METRICS = ("ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd", "sync", "
 # absolute offset and no fid).
 _VALUE_COLUMNS = {
     "ssim": ("ssim",), "psnr": ("psnr",), "ssim_mouth": ("ssim_mouth",), "psnr_mouth": ("psnr_mouth",),
-    "lpips": ("lpips",), "lmd": ("lmd_mouth", "lmd_face"), "sync": ("lse_c", "lse_d", "sync_abs_offset"),
+    "lpips": ("lpips",), "lmd": ("lmd_mouth", "lmd_face", "jitter_ratio"), "sync": ("lse_c", "lse_d", "sync_abs_offset"),
     "csim": ("csim",), "fid": ("fid",),
 }
 TABLE_COLUMNS = (
     "method", "label", "kind", "protocol", "uses_source_video", "clips", "clips_expected", "frames",
-    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_unit",
+    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_unit", "jitter_ratio",
     "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "status",
 )
 PER_CLIP_COLUMNS = (
     "method", "split", "clip", "status", "frames", "frames_generated", "resized_from",
-    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_missing_frames",
+    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_missing_frames", "jitter_ratio",
     "lse_c", "lse_d", "sync_offset", "csim",
 )
 NA = "n/a"
-CACHE_VERSION = 1  # bump when the scoring code changes what a cached per-clip row would contain
-# Table headings: (column, heading, higher is better)
+CACHE_VERSION = 2  # bump when the scoring code changes what a cached per-clip row would contain
+# Table headings: (column, heading, higher is better; None: closest to 1 is best)
 _HEADINGS = (
     ("ssim", "SSIM", True), ("psnr", "PSNR", True), ("ssim_mouth", "SSIM-m", True), ("psnr_mouth", "PSNR-m", True),
-    ("lpips", "LPIPS", False), ("lmd_mouth", "M-LMD", False), ("lmd_face", "F-LMD", False), ("lse_c", "LSE-C", True),
+    ("lpips", "LPIPS", False), ("lmd_mouth", "M-LMD", False), ("lmd_face", "F-LMD", False), ("jitter_ratio", "Jitter", None),
+    ("lse_c", "LSE-C", True),
     ("lse_d", "LSE-D", False), ("sync_abs_offset", "|offset|", False), ("csim", "CSIM", True), ("fid", "FID", False),
 )
 
@@ -162,13 +167,14 @@ class MethodUnavailable(RuntimeError):
 class MethodConfig:
     """One method of the comparison. Only the fields of its ``kind`` are read."""
 
-    kind: str = ""  # a key of METHOD_KINDS: dreamhead | ground_truth | static_reference | stage2_gt_landmarks | folder
+    # a key of METHOD_KINDS: dreamhead | ground_truth | static_reference | stage2_gt_landmarks | audio_to_image | folder
+    kind: str = ""
     label: str | None = None  # table name (default: the method's key)
     enabled: bool = True
     uses_source_video: bool | None = None  # None: the kind's default; required for `folder`
     stage1: str | None = None  # checkpoint file or run name under runs/stage1 (None: the latest run)
     stage2: str | None = None  # checkpoint file or run name under runs/stage2 (None: the latest run)
-    protocol: str = "dubbing"  # dreamhead: dubbing (the test clip is the reference) | one_shot (its first frame)
+    protocol: str = "dubbing"  # dreamhead, audio_to_image: dubbing (the test clip is the reference) | one_shot (frame 0)
     folder: str | None = None  # folder: holds <clip_id>.mp4
     sampler: str | None = None  # None: the checkpoint's configured sampler
     steps: int | None = None  # None: the checkpoint's configured number of steps
@@ -502,12 +508,20 @@ class _StageMethod(Method):
     """Shared by the methods that run trained stages: checkpoint resolution, lazy loading, the pipeline call."""
 
     needs_stage1: ClassVar[bool] = True
+    stage2_condition: ClassVar[str] = "landmarks"  # the stage-2 model.condition the method drives
 
     def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, stage1: Any = None, stage2: Any = None) -> None:
         super().__init__(name, cfg, ctx)
         self._stage1, self._stage2 = stage1, stage2  # loaded modules may be injected (tests)
         self.ckpt1 = None if stage1 is not None or not self.needs_stage1 else _checkpoint(cfg.stage1, "stage1", ctx.runs_root)
         self.ckpt2 = None if stage2 is not None else _checkpoint(cfg.stage2, "stage2", ctx.runs_root)
+        self._ckpt2_net: dict | None = None  # the checkpoint's model settings, read once
+        condition = self._stage2_setting("condition")
+        if condition != self.stage2_condition:
+            use = "audio_to_image" if condition == "audio" else "dreamhead or stage2_gt_landmarks"
+            raise MethodUnavailable(f"the stage-2 model {self.ckpt2 or '(injected)'} is conditioned on {condition} "
+                                    f"(model.condition={condition}), kind {self.kind} needs one conditioned on "
+                                    f"{self.stage2_condition}: score it with kind {use}")
 
     def _source(self, module: Any, ckpt: Path | None) -> Any:
         return _fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
@@ -536,11 +550,20 @@ class _StageMethod(Method):
             self._stage1 = load_stage(self.ckpt1, "stage1").to(self.ctx.device)
         return self._stage1
 
+    def _stage2_setting(self, name: str) -> str:
+        """A setting of the stage-2 network (``mode``, ``condition``), read without building the network when it is
+        not loaded yet; checkpoints written before a setting existed have its default."""
+        from .lit.l2i import L2INetConfig
+
+        if self._stage2 is None and self.ckpt2 is not None:
+            if self._ckpt2_net is None:
+                blob = torch.load(self.ckpt2, map_location="cpu", weights_only=False)
+                self._ckpt2_net = blob.get("hyper_parameters", {}).get("net", {}) or {}
+            return str(self._ckpt2_net.get(name, getattr(L2INetConfig, name)))
+        return str(getattr(self.stage2.net, name))
+
     def _stage2_mode(self) -> str:
-        if self._stage2 is None and self.ckpt2 is not None:  # read the mode without building the network
-            blob = torch.load(self.ckpt2, map_location="cpu", weights_only=False)
-            return str(blob.get("hyper_parameters", {}).get("net", {}).get("mode", "reference"))
-        return str(self.stage2.net.mode)
+        return self._stage2_setting("mode")
 
     def _run_pipeline(self, clip: TestClip, out: Path, *, ref: Any, stage1: Any) -> None:
         from .pipeline import generate
@@ -637,6 +660,41 @@ class Stage2GTLandmarksMethod(_StageMethod):
             raise MethodUnavailable(f"the stage-2 model was trained on {topo.get('num_points')} landmarks, the test "
                                     f"clips have {clip.topology.num_points}")
         self._run_pipeline(clip, out, ref=clip.folder, stage1=GroundTruthLandmarks(clip, info))
+
+
+@register_method("audio_to_image")
+class AudioToImageMethod(DreamHeadMethod):
+    """Audio -> frames by ONE stage-2 model conditioned on audio (``model.condition=audio``): the landmark_hierarchy
+    ablation, scored like ``dreamhead`` (the same references, protocols and ``pipeline.generate``) without stage 1."""
+
+    needs_stage1 = False
+    stage2_condition = "audio"
+
+    def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, **modules: Any) -> None:
+        super().__init__(name, cfg, ctx, **modules)
+        # Without landmarks nothing carries the clip's pose but the masked clip frames of a dubbing-mode model: a
+        # reference-mode model under protocol dubbing sees only the clip's first frame, and its row says one-shot.
+        self.dubbing = cfg.protocol == "dubbing" and self._stage2_mode() == "dubbing"
+        if cfg.uses_source_video is None:
+            self.uses_source_video = self.dubbing
+
+    @property
+    def protocol(self) -> str:
+        return "dubbing" if self.dubbing else "one-shot"
+
+    @property
+    def stage1(self) -> None:
+        return None  # the audio drives stage 2 directly
+
+    def describe(self) -> str:
+        if self.dubbing:
+            how = "dubbing: the test clip's frames with the lower face masked give pose and background"
+        else:
+            how = "one-shot: the clip's first frame as appearance, pose frozen"
+            if self.cfg.protocol == "dubbing":
+                how += " (protocol dubbing: without landmarks a reference-mode model cannot follow the clip's pose)"
+        return (f"audio -> frames by one stage-2 model conditioned on the audio (model.condition=audio, "
+                f"mode={self._stage2_mode()}; no landmarks, no stage 1), speech from the clip's audio; {how}")
 
 
 def build_method(name: str, cfg: MethodConfig, ctx: BenchContext) -> Method:
@@ -937,6 +995,7 @@ class Scorer:
         if name == "lmd":
             mouth, face = m.names
             return {"lmd_mouth": rep.get(mouth, float("nan")), "lmd_face": rep.get(face, float("nan")),
+                    "jitter_ratio": rep.get("lmd_jitter_ratio", float("nan")),
                     "lmd_missing_frames": rep.get("lmd_missing_frames", 0)}
         if name == "lpips":
             return {"lpips": rep.get("lpips", rep.get("lpips_random_backbone", float("nan")))}
@@ -1294,6 +1353,11 @@ def _table_row(name: str, label: str, kind: str, protocol: str, uses_source: boo
     return {c: row[c] for c in TABLE_COLUMNS}
 
 
+def arrow(higher_is_better: bool | None) -> str:
+    """The heading's direction mark: higher, lower or closest to 1 is best."""
+    return {True: "↑", False: "↓", None: "→1"}[higher_is_better]
+
+
 def _fmt(v: Any, col: str) -> str:
     if v in ("", None):
         return ""
@@ -1309,7 +1373,7 @@ def _fmt(v: Any, col: str) -> str:
 def _markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestClip], table: list[dict], scorer: Scorer,
               notes: dict[str, str], skipped: dict[str, tuple[MethodConfig, str]], fid_values: dict, world: int) -> str:
     cols = [(c, h, hib) for c, h, hib in _HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)]
-    head = ["method", "protocol", "source video", "clips"] + [f"{h} {'↑' if hib else '↓'}" for _, h, hib in cols]
+    head = ["method", "protocol", "source video", "clips"] + [f"{h} {arrow(hib)}" for _, h, hib in cols]
     lines = [f"# Benchmark `{cfg.name}` on {dataset}: {', '.join(splits)} ({len(clips)} clips)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
@@ -1335,7 +1399,8 @@ def _markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestClip], 
                   else "the dataset's landmarks68.npy")
         lines.append(f"- LMD: landmarks by {s['lmd'].label}; reference: {target}; M-LMD = mouth points 48-67, F-LMD = all "
                      f"68; each frame's points centred on their mean, mean L2 per point, mean over frames, then "
-                     f"videos; {unit}")
+                     f"videos; {unit}. Jitter: mean acceleration magnitude |x[t+1] - 2x[t] + x[t-1]| of the 68 "
+                     f"detected points, over that of the ground truth's (1 = as smooth as the ground truth)")
     if "sync" in s and s["sync"].available:
         lines.append(f"- LSE-C / LSE-D / |offset|: expert {s['sync'].label}; offsets searched ±{cfg.sync.vshift} "
                      f"frames; audio: {'the clip source audio' if cfg.sync.audio == 'source' else 'the video track'}")

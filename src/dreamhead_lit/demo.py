@@ -3,10 +3,11 @@
     python -m dreamhead_lit.demo [--ref PORTRAIT_OR_VIDEO] [--audio SPEECH]
 
 Each step is skipped when its output is complete and resumed when it was interrupted, so running it again costs
-seconds. Outputs: data/synthtalk/preview.png, runs/stage{1,2}/demo/ (checkpoints, TensorBoard, eval/), and
+seconds. Outputs: data/synthtalk/preview.png, runs/stage{1,2}/demo/ (checkpoints, TensorBoard, eval/),
 outputs/demo/*.mp4: a held-out SynthTalk identity speaking, and a real portrait speaking when one is given with
 --ref or found in ../shared/data/real/ (a SynthTalk-trained model makes a poor job of a real face: the point is
-that the whole path runs and gives a valid video).
+that the whole path runs and gives a valid video), and last the benchmark table of the demo models against ground
+truth, the static reference frame and stage 2 on true landmarks (benchmarks/results/synthtalk/demo/, `make bench`).
 """
 from __future__ import annotations
 
@@ -34,25 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     from .data import synth
     from .data.clip import read_index
     from .data.preview import write_preview
-    from . import evaluate, generate, train
+    from . import bench, evaluate, evaluators, generate, train
 
-    t = _step("1/6 SynthTalk (demo size)")
+    t = _step("1/7 SynthTalk (demo size)")
     if synth.main(["--size", "demo"]) != 0:
         return 2
     root = resolve_path("data/synthtalk")
     print(f"preview: {write_preview(root)}  ({time.perf_counter() - t:.0f} s)")
     for stage, number in (("stage1", 2), ("stage2", 4)):
-        t = _step(f"{number}/6 train {stage} (demo size; skipped when runs/{stage}/demo is complete)")
+        t = _step(f"{number}/7 train {stage} (demo size; skipped when runs/{stage}/demo is complete)")
         if train.main([stage, "--size", "demo", "name=demo", "--if-needed"]) != 0:
             return 2
         print(f"({time.perf_counter() - t:.0f} s)")
-        t = _step(f"{number + 1}/6 {stage} on the identity-disjoint test split")
+        t = _step(f"{number + 1}/7 {stage} on the identity-disjoint test split")
         # stage 2 is scored on 8 frames of each test clip (192 frames): enough for the comparison, minutes on a CPU
         extra = ["--videos", "1"] if stage == "stage1" else ["data.frames_per_clip=8"]
         if evaluate.main([stage, "--run", "demo", "--split", "test", *extra]) != 0:
             return 2
         print(f"({time.perf_counter() - t:.0f} s)")
-    t = _step("6/6 talking heads")
+    t = _step("6/7 talking heads")
     out = resolve_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpts = ["--stage1", str(train.latest_checkpoint("stage1", name="demo")),
@@ -71,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     for audio, ref, path in jobs:
         if generate.main(["--audio", str(audio), "--ref", str(ref), "--out", str(path), *ckpts]) != 0:
             return 2
+    print(f"({time.perf_counter() - t:.0f} s)")
+    t = _step("7/7 benchmark table (the dataset's own landmarker and sync expert are trained first, once)")
+    for kind in ("landmarker", "syncnet"):  # dlib and official SyncNet cannot score SynthTalk's rendered faces
+        if evaluators.main([kind, "--if-needed"]) != 0:
+            return 2
+    if bench.main(["--config", "bench/demo.yaml"]) != 0:
+        return 2
     print(f"({time.perf_counter() - t:.0f} s)\n\ndemo outputs: {out}  |  TensorBoard: tensorboard --logdir runs")
     return 0
 

@@ -7,10 +7,11 @@ Stage 1: M-LMD / F-LMD (pixels at the dataset resolution, 68 dlib-ordered points
 sampled windows against ground truth, the same for the "reference landmarks held still" baseline, and jitter (mean
 acceleration magnitude) of prediction and ground truth; then, with ``--videos N``, whole held-out clips generated
 from their audio alone (any length, overlapping windows) drawn over the ground truth in an mp4 with the audio.
-Stage 2: frames generated from the TRUE landmark images of the split's frames (the reference is another frame of the
-same identity; in dubbing mode the masked target is given too), scored per frame against the ground truth: SSIM and
-PSNR on whole frames and on mouth crops (``metrics.image.crop_mouth`` around the target's 68 landmarks), next to the
-same scores for the "copy the reference frame" baseline; an image grid of examples goes to the eval folder.
+Stage 2: frames generated from the TRUE landmark images of the split's frames (their audio windows for a model trained
+with ``model.condition=audio``; the reference is another frame of the same identity; in dubbing mode the masked target
+is given too), scored per frame against the ground truth: SSIM and PSNR on whole frames and on mouth crops
+(``metrics.image.crop_mouth`` around the target's 68 landmarks), next to the same scores for the "copy the reference
+frame" baseline; an image grid of examples goes to the eval folder.
 Overrides apply to the run's saved config (``data.root=...``, ``diffusion.sampler=ddim``, ``diffusion.sample_steps=50``).
 """
 from __future__ import annotations
@@ -120,7 +121,7 @@ def evaluate_stage1(ckpt: Path, *, split: str, overrides: list[str], videos: int
 def evaluate_stage2(ckpt: Path, *, split: str, overrides: list[str], seed: int, out_dir: Path | None,
                     examples: int = 8) -> dict[str, float]:
     """Stage-2 figures on ``split`` (see the module docstring); writes ``<run>/eval/stage2_<split>.json`` and
-    ``stage2_<split>_examples.png`` (rows: reference, landmark image, [masked,] generated, true)."""
+    ``stage2_<split>_examples.png`` (rows: reference, landmark image or audio, [masked,] generated, true)."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -143,19 +144,15 @@ def evaluate_stage2(ckpt: Path, *, split: str, overrides: list[str], seed: int, 
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
         count += len(batch["frame"])
         if sum(len(x) for x in shown.get("true", [])) < examples:
-            rows = {"reference": batch["ref_frame"], "landmarks": batch["landmark_image"]}
-            if module.net.mode == "dubbing":
-                rows["masked"] = batch["masked_frame"]
-            rows.update({"generated": values["generated"], "true": batch["frame"]})
-            for k, v in rows.items():
+            for k, v in module.example_rows(batch, values["generated"]).items():
                 shown.setdefault(k, []).append(v.cpu())
     rows = {k: sums[k] / count for k in [*FRAME_METRICS, *(f"{m}_ref" for m in FRAME_METRICS)]}
     out_dir = out_dir or ckpt.parent.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     dc = module.diffusion_cfg
     meta = {"checkpoint": str(ckpt), "split": split, "frames": count, "resolution": module.resolution,
-            "mode": module.net.mode, "use_reference": module.net.use_reference, "latent": module.latent,
-            "sampler": dc.sampler, "steps": dc.sample_steps, "guidance": dc.guidance_scale,
+            "mode": module.net.mode, "use_reference": module.net.use_reference, "condition": module.net.condition,
+            "latent": module.latent, "sampler": dc.sampler, "steps": dc.sample_steps, "guidance": dc.guidance_scale,
             "mouth_crop": "96x96 box around the target's 68-point mouth (metrics.image.crop_mouth)",
             "baseline": "copy the reference frame", "seconds": round(time.perf_counter() - start, 1)}
     (out_dir / f"stage2_{split}.json").write_text(json.dumps({"metrics": rows, **meta}, indent=2))
@@ -163,7 +160,8 @@ def evaluate_stage2(ckpt: Path, *, split: str, overrides: list[str], seed: int, 
     png = out_dir / f"stage2_{split}_examples.png"
     Image.fromarray(grid).save(png)
     width = max(len(m) for m in FRAME_METRICS)
-    lines = [f"stage 2 on {dm.root.name}/{split}: {count} frames at {module.resolution} px, true landmarks "
+    given = "true landmarks" if module.net.condition == "landmarks" else "true audio, no landmarks"
+    lines = [f"stage 2 on {dm.root.name}/{split}: {count} frames at {module.resolution} px, {given} "
              f"({meta['mode']} mode; {dc.sampler}, {dc.sample_steps} steps, guidance {dc.guidance_scale})",
              f"  {'':<{width}}  {'model':>10}  {'copy ref':>10}"]
     lines += [f"  {m:<{width}}  {rows[m]:10.4f}  {rows[m + '_ref']:10.4f}" for m in FRAME_METRICS]

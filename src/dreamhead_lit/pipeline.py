@@ -5,6 +5,9 @@
     stage 2 (L2I): landmark images + reference appearance (+ the masked reference frame in dubbing mode) -> frames
     video:         frames + the input audio -> H.264/AAC mp4 at 25 fps, written atomically
 
+A stage-2 model trained with ``model.condition=audio`` (the ``landmark_hierarchy`` ablation) skips the first two
+steps: each frame's audio window drives it directly, with the same reference handling and video writing.
+
 Everything a model needs to know about its training data (landmark topology, canonical template, resolution,
 landmark-image blur) comes from the checkpoint (``checkpoint["dreamhead"]``), so generation needs only the two
 checkpoints and the inputs.
@@ -238,39 +241,21 @@ def _loop(n: int, length: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def generate(
-    *,
-    audio: str | Path | np.ndarray,
-    ref: str | Path | Reference,
-    out: str | Path,
-    stage1,
-    stage2,
-    sampler: str | None = None,
-    steps: int | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> Path:
-    """Write a talking-head mp4 for ``audio`` in the reference's appearance. Returns the mp4 path.
+def _rasterizer(info: dict, size: int):
+    """Pixel landmarks (..., N, 2) of the stage-2 topology -> landmark images (..., L, size, size), as stage 2 was
+    trained on them (its point subset, regions and blur)."""
+    idx = np.asarray(info["point_index"])
+    regions = torch.as_tensor(np.asarray(_topology(info).regions)[idx])
+    sigma = float(info["landmark_sigma"]) * size / 64.0
+    return lambda pts: rasterize_landmarks(torch.from_numpy(np.ascontiguousarray(pts[..., idx, :])).float(),
+                                           regions=regions, size=size, sigma=sigma)
 
-    ``stage1`` / ``stage2`` are checkpoint paths or loaded modules. With a reference video (or a processed clip of
-    several frames) and a stage-2 model trained in dubbing mode, each output frame keeps that frame's pose and
-    background and only the lower face is generated; a shorter video is played back and forth to cover the audio.
-    """
-    from tqdm.auto import tqdm
 
-    from .video import VideoWriter
-
-    a2l = load_stage(stage1, "stage1") if isinstance(stage1, (str, Path)) else stage1
-    l2i = load_stage(stage2, "stage2") if isinstance(stage2, (str, Path)) else stage2
-    samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
-    if len(samples) == 0:
-        raise AudioError(Path(str(audio)), "audio is empty (0 samples)")
-    num_frames = int(np.ceil(len(samples) / SAMPLES_PER_FRAME))
-    info1, info2 = a2l.data_info, l2i.data_info
-    size = int(info2["resolution"])
-    reference = ref if isinstance(ref, Reference) else load_reference(ref, size=size, info=info1, num_frames=num_frames)
+def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarray, order: np.ndarray, rast, *,
+                      seed: int, sampler: str | None, steps: int | None, progress: bool):
+    """Stage 1 on the audio, posed like the reference: a function from frame indices to their landmark images."""
+    num_frames = len(order)
+    info1 = a2l.data_info
     # stage 1, in the canonical frame of the reference
     template = np.asarray(info1["canonical_template68"], dtype=np.float32)
     canon_ref, to_image = canonicalize(reference.landmarks, reference.landmarks68, template68=template)
@@ -280,17 +265,67 @@ def generate(
     full = np.repeat(canon_ref[:1], num_frames, 0)  # points stage 1 does not produce keep the reference's
     full[:, idx1] = canon
     # pose: the reference's, per frame when it moves
-    order = _loop(len(reference.frames), num_frames)
     pixels = apply_affine(full, to_image[order])  # (F, N, 2) crop pixels
-    # stage 2
     idx2 = np.asarray(info2["point_index"])
     missing = set(idx2.tolist()) - set(idx1.tolist())
     if missing and len(missing) > 0 and info1["landmark_set"] != info2["landmark_set"]:
         raise GenerationError(f"the stage-2 model needs {len(idx2)} landmarks but stage 1 produces {len(idx1)}")
-    regions = torch.as_tensor(np.asarray(_topology(info2).regions)[idx2])
-    sigma = float(info2["landmark_sigma"]) * size / 64.0
-    rast = lambda pts: rasterize_landmarks(torch.from_numpy(np.ascontiguousarray(pts[..., idx2, :])).float(),  # noqa
-                                           regions=regions, size=size, sigma=sigma)
+    return lambda sel: rast(pixels[sel])  # rasterised a batch at a time: (F, L, H, W) for a long video is large
+
+
+@torch.no_grad()
+def generate(
+    *,
+    audio: str | Path | np.ndarray,
+    ref: str | Path | Reference,
+    out: str | Path,
+    stage1=None,
+    stage2,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Path:
+    """Write a talking-head mp4 for ``audio`` in the reference's appearance. Returns the mp4 path.
+
+    ``stage1`` / ``stage2`` are checkpoint paths or loaded modules. A stage-2 model trained with
+    ``model.condition=audio`` (the ``landmark_hierarchy`` ablation) makes the frames from the audio directly and takes
+    no stage 1 (``stage1=None``); a landmark-conditioned one needs stage 1. With a reference video (or a processed
+    clip of several frames) and a stage-2 model trained in dubbing mode, each output frame keeps that frame's pose and
+    background and only the lower face is generated; a shorter video is played back and forth to cover the audio.
+    """
+    from tqdm.auto import tqdm
+
+    from .video import VideoWriter
+
+    l2i = load_stage(stage2, "stage2") if isinstance(stage2, (str, Path)) else stage2
+    from_audio = l2i.net.condition == "audio"
+    if from_audio and stage1 is not None:
+        raise GenerationError("this stage-2 model is conditioned on audio (model.condition=audio): it makes the frames "
+                              "from the audio itself and takes no stage-1 model; leave stage 1 out")
+    if not from_audio and stage1 is None:
+        raise GenerationError("this stage-2 model is conditioned on landmarks: give a stage-1 checkpoint (--stage1) "
+                              "to make them from the audio")
+    a2l = load_stage(stage1, "stage1") if isinstance(stage1, (str, Path)) else stage1  # None for an audio model
+    samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
+    if len(samples) == 0:
+        raise AudioError(Path(str(audio)), "audio is empty (0 samples)")
+    num_frames = int(np.ceil(len(samples) / SAMPLES_PER_FRAME))
+    info2 = l2i.data_info
+    size = int(info2["resolution"])
+    # the reference's landmarks in the topology of the model that moves them: stage 1's, or stage 2's own
+    info_ref = info2 if a2l is None else a2l.data_info
+    reference = ref if isinstance(ref, Reference) else load_reference(ref, size=size, info=info_ref,
+                                                                      num_frames=num_frames)
+    order = _loop(len(reference.frames), num_frames)  # the reference frame behind each output frame
+    rast = _rasterizer(info2, size)
+    if a2l is None:
+        windows = l2i.audio_windows(samples, num_frames)  # (F, K, D)
+        targets = lambda sel: windows[sel]  # noqa: E731
+    else:
+        targets = _landmark_targets(a2l, info2, reference, samples, order, rast, seed=seed, sampler=sampler,
+                                    steps=steps, progress=progress)
     to_tensor = lambda f: torch.from_numpy(np.array(f)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731 (a copy)
     ref_frame = to_tensor(reference.frames[:1])
     ref_lm_image = rast(reference.landmarks[:1])
@@ -306,7 +341,7 @@ def generate(
                 mask = lower_face_mask(torch.from_numpy(reference.landmarks68[order[sel]]), size=size)
                 cond.update(masked=target * (1 - mask), mask=mask)
             # every batch starts from the same noise (noise_seed): frames of one video share their starting noise
-            frames = l2i.generate_frames(rast(pixels[sel]), **cond, noise_seed=seed, batch_size=len(sel),
+            frames = l2i.generate_frames(targets(sel), **cond, noise_seed=seed, batch_size=len(sel),
                                          sampler=sampler, steps=steps)
             writer.write(((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
             bar.update(len(sel))

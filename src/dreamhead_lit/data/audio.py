@@ -15,7 +15,8 @@ Pieces:
   80-bin log-mel at 100 steps/s (4 steps per video frame), computed with ``torch.stft``.
 * :func:`features_for_frames` -- features for exactly ``num_frames`` video frames.
 * :func:`frame_windows` -- per-frame context windows of feature steps, the conditioning a stage-1
-  denoiser sees for each frame.
+  denoiser (and an audio-conditioned stage-2 one) sees for each frame; :func:`windows_for_frames` goes
+  from samples to those windows, :func:`window_shape` gives their ``(K, D)``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ __all__ = [
     "build_feature_extractor",
     "features_for_frames",
     "frame_windows",
+    "window_shape",
+    "windows_for_frames",
 ]
 
 SAMPLE_RATE = 16000  # every dataset clip and every feature extractor works at 16 kHz mono
@@ -447,3 +450,21 @@ def frame_windows(
     idx = (torch.arange(num_frames, device=features.device)[:, None] + offsets[None, :]).clamp(0, num_frames - 1)
     windows = per_frame[..., idx, :, :]  # (..., F, 2c+1, P, D)
     return windows.reshape(*features.shape[:-2], num_frames, (2 * context + 1) * steps_per_frame, dim)
+
+
+def window_shape(extractor: AudioFeatureExtractor, *, context: int) -> tuple[int, int]:
+    """``(K, D)`` of one frame's window from :func:`frame_windows`: ``K = (2 * context + 1) * steps_per_frame``."""
+    return (2 * context + 1) * int(extractor.steps_per_frame), int(extractor.dim)
+
+
+def windows_for_frames(
+    samples: np.ndarray,
+    num_frames: int,
+    extractor: AudioFeatureExtractor,
+    *,
+    context: int,
+) -> torch.Tensor:
+    """Per-frame windows ``(num_frames, K, D)`` of 16 kHz mono ``samples``: :func:`features_for_frames`, then
+    :func:`frame_windows` (what the models see at generation time, for audio of any length)."""
+    feats = features_for_frames(samples, num_frames, extractor)
+    return frame_windows(feats, num_frames=num_frames, steps_per_frame=extractor.steps_per_frame, context=context)

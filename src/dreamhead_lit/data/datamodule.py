@@ -14,6 +14,9 @@ Stage 2 (``stage="l2i"``) samples, H = W_img = dataset resolution:
     landmark_image, ref_landmark_image   float32 (3, H, H) in [0, 1], one channel per face region
     mask                                 float32 (1, H, H), 1 over the lower face hidden in masked_frame
     landmarks                            float32 (N, 2) crop pixels of the target frame
+    audio                                float32 (K, D) the target frame's audio window, as stage 1 sees that frame
+                                         (what drives a ``model.condition=audio`` stage 2; it costs ~0.1 ms of a
+                                         sample's ~1.5 ms, so every sample has it and no data flag is needed)
     emotion, identity, clip, index       int64 ()
 
 Shapes are fixed for a given config, so batches can be compiled and DDP ranks stay in step. Invalid clips are
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .audio import build_feature_extractor, features_for_frames, frame_windows
+from .audio import build_feature_extractor, features_for_frames, frame_windows, window_shape
 from .clip import ClipError, ClipReader, ClipRecord, read_dataset_info, read_index, validate_clip
 from .landmarks import LandmarkTopology, canonicalize, lower_face_mask, rasterize_landmarks
 
@@ -100,15 +103,29 @@ def cached_features(reader: ClipReader, extractor) -> np.ndarray:
     return feats
 
 
-class _ClipDataset(Dataset):
-    """Shared part of both stages: clip readers, robust item access, per-clip identity."""
+def clip_windows(feats: np.ndarray, start: int, stop: int, *, num_frames: int, steps_per_frame: int,
+                 context: int) -> torch.Tensor:
+    """The audio windows (stop - start, K, D) of frames [start, stop) of a clip of ``num_frames`` frames, from its
+    cached features (``cached_features``); only the steps the windows need are read."""
+    k = steps_per_frame
+    # features of the frames plus `context` frames on each side (edge-replicated at clip ends)
+    lo, hi = max(0, start - context), min(num_frames, stop + context)
+    chunk = torch.from_numpy(np.array(feats[lo * k : hi * k], dtype=np.float32))  # copy: the cache is read-only
+    windows = frame_windows(chunk, num_frames=hi - lo, steps_per_frame=k, context=context)
+    return windows[start - lo : stop - lo]
 
-    def __init__(self, ctx: DatasetContext, readers: list[ClipReader], *, train: bool):
+
+class _ClipDataset(Dataset):
+    """Shared part of both stages: clip readers, robust item access, per-clip identity, audio features."""
+
+    def __init__(self, ctx: DatasetContext, readers: list[ClipReader], *, train: bool, feature: str):
         if not readers:
             raise ValueError(f"no usable clips for this split in {ctx.root}")
         self.ctx = ctx
         self.readers = readers
         self.train = train
+        self.extractor = build_feature_extractor(feature)
+        self._feature_cache: dict[int, np.ndarray] = {}
         self.by_identity: dict[str, list[int]] = {}
         for i, r in enumerate(readers):
             self.by_identity.setdefault(r.record.identity, []).append(i)
@@ -116,6 +133,17 @@ class _ClipDataset(Dataset):
 
     def _item(self, index: int) -> dict:
         raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_feature_cache": {}}  # each worker process opens its own memory maps
+
+    def _features(self, clip_index: int) -> np.ndarray:
+        """The clip's audio features (``cached_features``), opened once per process: opening the memory map costs
+        more than reading a frame's window from it."""
+        feats = self._feature_cache.get(clip_index)
+        if feats is None:
+            feats = self._feature_cache[clip_index] = cached_features(self.readers[clip_index], self.extractor)
+        return feats
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(len(self)):
@@ -161,10 +189,9 @@ class LandmarkWindowDataset(_ClipDataset):
 
     def __init__(self, ctx: DatasetContext, readers: list[ClipReader], *, window: int, feature: str, context: int,
                  train: bool, windows_per_clip: int = 1):
-        super().__init__(ctx, readers, train=train)
+        super().__init__(ctx, readers, train=train, feature=feature)
         self.window = window
         self.context = context
-        self.extractor = build_feature_extractor(feature)
         self.windows_per_clip = windows_per_clip
         if train:
             self.index = [(c, -1) for c in range(len(readers)) for _ in range(windows_per_clip)]
@@ -195,13 +222,8 @@ class LandmarkWindowDataset(_ClipDataset):
         w = self.window
         if start < 0:
             start = int(rng.integers(0, reader.num_frames - w + 1))
-        feats = cached_features(reader, self.extractor)
-        k = self.extractor.steps_per_frame
-        # features of the window plus `context` frames on each side (edge-replicated at clip ends)
-        lo, hi = max(0, start - self.context), min(reader.num_frames, start + w + self.context)
-        chunk = torch.from_numpy(np.array(feats[lo * k : hi * k], dtype=np.float32))  # copy: the cache is read-only
-        windows = frame_windows(chunk, num_frames=hi - lo, steps_per_frame=k, context=self.context)
-        audio = windows[start - lo : start - lo + w]  # (W, K, D)
+        audio = clip_windows(self._features(c), start, start + w, num_frames=reader.num_frames,
+                             steps_per_frame=self.extractor.steps_per_frame, context=self.context)  # (W, K, D)
         landmarks, to_image = self.canonical(reader, start, start + w)
         ref_clip = self.readers[self._other_clip(c, rng)]
         ref_t = int(rng.integers(ref_clip.num_frames)) if rng is not None else 0
@@ -218,11 +240,13 @@ class LandmarkWindowDataset(_ClipDataset):
 
 
 class FrameDataset(_ClipDataset):
-    """Stage-2 samples: a target frame, its landmark image, a reference of the same identity, the masked target."""
+    """Stage-2 samples: a target frame, its landmark image and audio window, a reference of the same identity, the
+    masked target."""
 
     def __init__(self, ctx: DatasetContext, readers: list[ClipReader], *, train: bool, frames_per_clip: int,
-                 reference_min_gap: int, landmark_sigma: float):
-        super().__init__(ctx, readers, train=train)
+                 reference_min_gap: int, landmark_sigma: float, feature: str = "logmel80", context: int = 2):
+        super().__init__(ctx, readers, train=train, feature=feature)
+        self.context = context
         self.gap = reference_min_gap
         self.sigma = landmark_sigma * ctx.resolution / 64.0
         if train:
@@ -278,6 +302,8 @@ class FrameDataset(_ClipDataset):
             "masked_frame": frame * (1.0 - mask),
             "mask": mask,
             "landmarks": torch.from_numpy(points[self.ctx.point_index]),
+            "audio": clip_windows(self._features(c), t, t + 1, num_frames=reader.num_frames,
+                                  steps_per_frame=self.extractor.steps_per_frame, context=self.context)[0],
             **self._labels(reader),
             "clip": torch.tensor(c, dtype=torch.long),
             "index": torch.tensor(t, dtype=torch.long),
@@ -324,9 +350,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
     # -- Lightning hooks ------------------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Compute the audio-feature cache once (rank 0 only, before the other ranks read it)."""
-        if self.stage != "a2l":
-            return
+        """Compute the audio-feature cache once (rank 0 only, before the other ranks read it); both stages' samples
+        carry audio windows."""
         from tqdm.auto import tqdm
 
         extractor = build_feature_extractor(self.hparams.audio_feature)
@@ -373,7 +398,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
             return LandmarkWindowDataset(self.ctx, readers, window=h.window, feature=h.audio_feature,
                                          context=h.audio_context, train=train, windows_per_clip=h.windows_per_clip)
         return FrameDataset(self.ctx, readers, train=train, frames_per_clip=h.frames_per_clip,
-                            reference_min_gap=h.reference_min_gap, landmark_sigma=h.landmark_sigma)
+                            reference_min_gap=h.reference_min_gap, landmark_sigma=h.landmark_sigma,
+                            feature=h.audio_feature, context=h.audio_context)
 
     def _split(self, name: str) -> _ClipDataset:
         if name not in self.datasets:
@@ -429,5 +455,4 @@ class TalkingHeadDataModule(L.LightningDataModule):
     @property
     def audio_shape(self) -> tuple[int, int]:
         """(K, D) of one frame's audio window."""
-        ext = build_feature_extractor(self.hparams.audio_feature)
-        return (2 * self.hparams.audio_context + 1) * ext.steps_per_frame, ext.dim
+        return window_shape(build_feature_extractor(self.hparams.audio_feature), context=self.hparams.audio_context)

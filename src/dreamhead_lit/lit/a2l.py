@@ -18,8 +18,9 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from ..config import DataConfig, TrainerConfig
-from ..data.audio import build_feature_extractor, features_for_frames, frame_windows
+from ..data.audio import build_feature_extractor, windows_for_frames
 from ..diffusion import Inpaint, drop_condition
+from ..metrics.lmd import landmark_jitter
 from ..models.a2l import A2LDenoiser
 from .base import DiffusionConfig, DiffusionLitModule, OptimConfig
 
@@ -81,12 +82,6 @@ def landmark_distance(pred: Tensor, true: Tensor, points: list[int]) -> Tensor:
     p = p - p.mean(-2, keepdim=True)
     t = t - t.mean(-2, keepdim=True)
     return (p - t).norm(dim=-1).mean((-1, -2))
-
-
-def jitter(seq: Tensor) -> Tensor:
-    """Mean acceleration magnitude |x[t+1] - 2x[t] + x[t-1]| per point and frame, (B, T, N, 2) -> (B,)."""
-    acc = seq[:, 2:] - 2 * seq[:, 1:-1] + seq[:, :-2]
-    return acc.norm(dim=-1).mean((-1, -2))
 
 
 def window_starts(total: int, *, window: int, overlap: int) -> list[int]:
@@ -262,8 +257,8 @@ class A2LDiffusion(DiffusionLitModule):
             "lmd_face": landmark_distance(pred_px, true_px, face),
             "lmd_mouth_static": landmark_distance(static_px, true_px, mouth),
             "lmd_face_static": landmark_distance(static_px, true_px, face),
-            "jitter": jitter(pred_px),
-            "jitter_gt": jitter(true_px),
+            "jitter": landmark_jitter(pred_px),
+            "jitter_gt": landmark_jitter(true_px),
             "pred_px": pred_px,
             "true_px": true_px,
         }
@@ -316,10 +311,8 @@ class A2LDiffusion(DiffusionLitModule):
         hp = self.hparams
         samples = audio.detach().cpu().numpy() if isinstance(audio, Tensor) else np.asarray(audio, dtype=np.float32)
         total = num_frames or max(1, int(np.ceil(len(samples) / 640)))
-        extractor = build_feature_extractor(hp.audio_feature)
-        feats = features_for_frames(samples, total, extractor)
-        windows = frame_windows(feats, num_frames=total, steps_per_frame=extractor.steps_per_frame,
-                                context=hp.audio_context).to(self.device)  # (F, K, D)
+        windows = windows_for_frames(samples, total, build_feature_extractor(hp.audio_feature),
+                                     context=hp.audio_context).to(self.device)  # (F, K, D)
         w = self.window
         o = self.gen_cfg.overlap if overlap is None else overlap
         if not 0 <= o < w:

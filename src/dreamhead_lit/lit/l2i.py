@@ -7,15 +7,19 @@ while sampling) and in the latent space of a frozen autoencoder when ``model.vae
 (``models/latent.py``; reference and masked frames are encoded, landmark images and the mask resized to the latent
 size).
 
-Classifier-free guidance drops the *target landmark image* (see ``models/unet.py``), so ``diffusion.guidance_scale``
-> 1 strengthens adherence to the target mouth shape. Frames of one clip share their starting noise
-(:meth:`L2IDiffusion.generate_frames`), which keeps what the landmarks do not determine (texture, shading) the same
-from frame to frame.
+With ``model.condition=audio`` (the ``landmark_hierarchy`` ablation) the target landmark image is replaced by the
+target frame's audio window (the one stage 1 sees for that frame, the ``audio`` of the DataModule's samples): one
+diffusion from audio to frames, with the same UNet, reference and dubbing inputs and training budget as stage 2.
 
-Validation samples frames from the TRUE landmarks with the EMA weights and a fixed seed and scores them against the
-ground truth: SSIM / PSNR on whole frames and on mouth crops (``metrics.image.crop_mouth`` around the target's 68
-landmarks), next to the same scores for the "copy the reference frame" baseline (``*_ref``), which a model must beat
-on the mouth to have learnt anything from the landmarks.
+Classifier-free guidance drops the *target condition*, landmark image or audio (see ``models/unet.py``), so
+``diffusion.guidance_scale`` > 1 strengthens adherence to the target mouth shape. Frames of one clip share their
+starting noise (:meth:`L2IDiffusion.generate_frames`), which keeps what the target condition does not determine
+(texture, shading) the same from frame to frame.
+
+Validation samples frames from the TRUE landmarks (or the true audio) with the EMA weights and a fixed seed and scores
+them against the ground truth: SSIM / PSNR on whole frames and on mouth crops (``metrics.image.crop_mouth`` around the
+target's 68 landmarks), next to the same scores for the "copy the reference frame" baseline (``*_ref``), which a model
+must beat on the mouth to have learnt anything from its condition.
 """
 from __future__ import annotations
 
@@ -29,11 +33,12 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from ..config import ConfigError, DataConfig, TrainerConfig, to_container
+from ..data.audio import build_feature_extractor, window_shape, windows_for_frames
 from ..data.landmarks import NUM_REGIONS
 from ..diffusion import drop_condition
 from ..metrics.image import crop_mouth, psnr_per_image, ssim_per_image
 from ..models.latent import LatentCodec, load_codec
-from ..models.unet import L2IMode, L2IUNet
+from ..models.unet import L2ICondition, L2IMode, L2IUNet
 from .a2l import ValidationConfig
 from .base import DiffusionConfig, DiffusionLitModule, OptimConfig
 
@@ -46,6 +51,7 @@ class L2INetConfig:
 
     mode: str = "reference"  # reference | dubbing (adds the masked target frame and its mask, DreamHead's inputs)
     use_reference: bool = True  # false = the reference_image ablation: no reference frame / landmark image
+    condition: str = "landmarks"  # landmarks | audio (the landmark_hierarchy ablation: audio window -> frame)
     base_channels: int = 64
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
     num_res_blocks: int = 2
@@ -61,7 +67,7 @@ class L2INetConfig:
 
 @dataclass
 class L2IValidationConfig(ValidationConfig):
-    media_samples: int = 4  # columns of the TensorBoard grid (rows: reference, landmark image, generated, true)
+    media_samples: int = 4  # columns of the TensorBoard grid (rows: reference, landmarks or audio, generated, true)
 
 
 @dataclass
@@ -92,15 +98,23 @@ def frame_scores(pred: Tensor, true: Tensor, landmarks68: Tensor) -> dict[str, T
             "ssim_mouth": ssim_per_image(pm, tm), "psnr_mouth": psnr_per_image(pm, tm)}
 
 
+def audio_image(windows: Tensor, size: int) -> Tensor:
+    """Audio windows (B, K, D) as (B, 1, size, size) images in [0, 1]: time left to right, low bins at the bottom.
+    Normalised log-mel spans about [-3.2 (silence), 2.5] (``data.audio.LOGMEL_MEAN``/``LOGMEL_STD``)."""
+    image = ((windows.detach().float().cpu() + 3.2) / 5.7).clamp(0, 1).transpose(1, 2).flip(1)[:, None]  # (B, 1, D, K)
+    return F.interpolate(image, size=(size, size), mode="nearest")
+
+
 def example_grid(rows: dict[str, Tensor], *, count: int, min_side: int = 128) -> np.ndarray:
-    """uint8 (H, W, 3) grid: one row per entry of ``rows`` ((B, 3, H, W) in [-1, 1], or landmark images in [0, 1]
-    named ``landmarks``), ``count`` samples as columns, enlarged (nearest) to at least ``min_side`` pixels."""
+    """uint8 (H, W, 3) grid: one row per entry of ``rows`` ((B, 3, H, W) in [-1, 1], or images in [0, 1] named
+    ``landmarks``, ``mask`` or ``audio``), ``count`` samples as columns, enlarged (nearest) to at least ``min_side``
+    pixels."""
     from ..viz import image_grid
 
     out = []
     for name, images in rows.items():
         x = images[:count].detach().float().cpu()
-        x = x.clamp(0, 1) if "landmark" in name or name == "mask" else to_unit(x)
+        x = x.clamp(0, 1) if "landmark" in name or name in ("mask", "audio") else to_unit(x)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         scale = max(1, -(-min_side // x.shape[-1]))
@@ -111,7 +125,9 @@ def example_grid(rows: dict[str, Tensor], *, count: int, min_side: int = 128) ->
 
 
 class L2IDiffusion(DiffusionLitModule):
-    """Landmark image + reference appearance [+ masked target] -> frame, by conditional diffusion (pixel or latent)."""
+    """Landmark image (or audio window) + reference appearance [+ masked target] -> frame, by conditional diffusion
+    (pixel or latent). ``audio_feature`` / ``audio_context`` name the audio window of ``condition="audio"`` models
+    (the DataModule's; unused by landmark models)."""
 
     STAGE = "stage2"
 
@@ -121,6 +137,8 @@ class L2IDiffusion(DiffusionLitModule):
         resolution: int,
         index68: list[int],
         landmark_channels: int = NUM_REGIONS,
+        audio_feature: str = "logmel80",
+        audio_context: int = 2,
         net: dict | None = None,
         diffusion: dict | None = None,
         optim: dict | None = None,
@@ -136,6 +154,12 @@ class L2IDiffusion(DiffusionLitModule):
         n = self.net_cfg
         if n.mode not in get_args(L2IMode):
             raise ConfigError(f"model.mode={n.mode!r}: choose one of {list(get_args(L2IMode))}")
+        if n.condition not in get_args(L2ICondition):
+            raise ConfigError(f"model.condition={n.condition!r}: choose one of {list(get_args(L2ICondition))}")
+        self.audio_feature, self.audio_context = audio_feature, audio_context
+        audio_steps = audio_dim = None
+        if n.condition == "audio":
+            audio_steps, audio_dim = window_shape(build_feature_extractor(audio_feature), context=audio_context)
         if codec is None and n.vae_checkpoint:
             codec = load_codec(n.vae_checkpoint, scale_factor=n.vae_scale_factor)
         self.codec = codec
@@ -147,7 +171,8 @@ class L2IDiffusion(DiffusionLitModule):
         else:
             self.x_channels, self.x_size = 3, resolution
         self.net = L2IUNet(
-            mode=n.mode, use_reference=n.use_reference, image_channels=self.x_channels,
+            mode=n.mode, use_reference=n.use_reference, condition=n.condition, audio_steps=audio_steps,
+            audio_dim=audio_dim, image_channels=self.x_channels,
             landmark_channels=landmark_channels, resolution=self.x_size, base_channels=n.base_channels,
             channel_mult=tuple(n.channel_mult), num_res_blocks=n.num_res_blocks,
             attention_resolutions=tuple(n.attention_resolutions), head_channels=n.head_channels, dropout=n.dropout,
@@ -164,7 +189,8 @@ class L2IDiffusion(DiffusionLitModule):
         """Build with the resolution and landmark layout the DataModule feeds (call after ``dm.setup()``)."""
         ctx = dm.ctx
         index68 = list(range(68)) if dm.hparams.landmark_set == "68" else list(ctx.topology.index68)
-        module = cls(resolution=ctx.resolution, index68=index68, landmark_channels=NUM_REGIONS, **kwargs)
+        module = cls(resolution=ctx.resolution, index68=index68, landmark_channels=NUM_REGIONS,
+                     audio_feature=dm.hparams.audio_feature, audio_context=dm.hparams.audio_context, **kwargs)
         module.data_info = dm.describe()
         return module
 
@@ -212,31 +238,34 @@ class L2IDiffusion(DiffusionLitModule):
     def conditions(
         self,
         *,
-        landmark_image: Tensor,
+        landmark_image: Tensor | None = None,
+        audio: Tensor | None = None,
         ref_frame: Tensor | None = None,
         ref_landmark_image: Tensor | None = None,
         masked_frame: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """The UNet's conditions in diffusion space, only those its mode takes (see ``L2IUNet.condition_names``)."""
-        given = {"ref": ref_frame, "ref_landmarks": ref_landmark_image, "masked": masked_frame, "mask": mask}
-        missing = [k for k in self.net.conditions if k != "landmarks" and given[k] is None]
+        """The UNet's conditions in diffusion space, only those it takes (see ``L2IUNet.condition_names``): the
+        target's ``landmark_image`` (B, L, H, W) or ``audio`` window (B, K, D), and the appearance inputs."""
+        given = {"landmarks": landmark_image, "audio": audio, "ref": ref_frame, "ref_landmarks": ref_landmark_image,
+                 "masked": masked_frame, "mask": mask}
+        missing = [k for k in self.net.conditions if given[k] is None]
         if missing:
-            raise ValueError(f"stage 2 (mode={self.net.mode!r}, use_reference={self.net.use_reference}) needs "
-                             f"{list(self.net.conditions)}; missing {missing}")
-        cond = {"landmarks": self._resize(landmark_image)}
-        if "ref" in self.net.conditions:
-            cond["ref"] = self.encode(ref_frame)
-            cond["ref_landmarks"] = self._resize(ref_landmark_image)
-        if "masked" in self.net.conditions:
-            cond["masked"] = self.encode(masked_frame)
-            cond["mask"] = self._resize(mask, mask=True)
-        return cond
+            raise ValueError(f"stage 2 (mode={self.net.mode!r}, use_reference={self.net.use_reference}, "
+                             f"condition={self.net.condition!r}) needs {list(self.net.conditions)}; missing {missing}")
+        to_space = {"landmarks": self._resize, "audio": lambda a: a, "ref": self.encode, "ref_landmarks": self._resize,
+                    "masked": self.encode, "mask": lambda m: self._resize(m, mask=True)}
+        return {k: to_space[k](given[k]) for k in self.net.conditions}
 
     def batch_conditions(self, batch: dict) -> dict[str, Tensor]:
-        return self.conditions(landmark_image=batch["landmark_image"], ref_frame=batch.get("ref_frame"),
-                               ref_landmark_image=batch.get("ref_landmark_image"),
+        return self.conditions(landmark_image=batch.get("landmark_image"), audio=batch.get("audio"),
+                               ref_frame=batch.get("ref_frame"), ref_landmark_image=batch.get("ref_landmark_image"),
                                masked_frame=batch.get("masked_frame"), mask=batch.get("mask"))
+
+    def audio_windows(self, samples: np.ndarray, num_frames: int) -> Tensor:
+        """The per-frame audio windows (F, K, D) of 16 kHz mono ``samples``, as this model's training data had them."""
+        return windows_for_frames(samples, num_frames, build_feature_extractor(self.audio_feature),
+                                  context=self.audio_context)
 
     # -- training ------------------------------------------------------------------------------------------------
 
@@ -261,7 +290,7 @@ class L2IDiffusion(DiffusionLitModule):
     ) -> Tensor:
         """Frames (B, 3, H, W) in [-1, 1] for conditions from :meth:`conditions` (sampler, steps, guidance_scale and
         progress as in ``sample_x0``); pixel-space predictions of x0 are clamped to [-1, 1] at every step."""
-        b = cond["landmarks"].shape[0]
+        b = next(iter(cond.values())).shape[0]
         no = torch.zeros(b, dtype=torch.bool, device=self.device)
         x = self.sample_x0((b, self.x_channels, self.x_size, self.x_size), cond={**cond, "drop": no},
                            uncond={"drop": ~no}, noise=noise, generator=generator,
@@ -271,7 +300,7 @@ class L2IDiffusion(DiffusionLitModule):
     @torch.no_grad()
     def generate_frames(
         self,
-        landmark_images: Tensor,
+        targets: Tensor,
         *,
         ref: Tensor | None = None,
         ref_landmarks: Tensor | None = None,
@@ -284,18 +313,20 @@ class L2IDiffusion(DiffusionLitModule):
         guidance_scale: float | None = None,
         progress: bool = False,
     ) -> Tensor:
-        """Frames (T, 3, H, W) in [-1, 1] of one clip from its landmark images (T, L, H, W).
+        """Frames (T, 3, H, W) in [-1, 1] of one clip from its target conditions: landmark images (T, L, H, W), or
+        audio windows (T, K, D) for a ``condition="audio"`` model.
 
         ``ref`` / ``ref_landmarks``: the reference frame and its landmark image, (3, H, W) / (L, H, W) shared by all
         frames or one per frame; ``masked`` (T, 3, H, W) and ``mask`` (T, 1, H, W) in dubbing mode. All frames start
-        from ONE noise tensor (1, C, h, w) drawn from ``noise_seed``, so what the landmarks leave open is the same in
+        from ONE noise tensor (1, C, h, w) drawn from ``noise_seed``, so what the targets leave open is the same in
         every frame (with a deterministic sampler, ddim or dpmpp_2m, identical inputs give identical frames whatever
         the batching; ddpm adds fresh noise at every step). Frames are sampled ``batch_size`` at a time.
         """
         from tqdm.auto import tqdm
 
         dev = self.device
-        frames = landmark_images.shape[0]
+        frames = targets.shape[0]
+        target_key = "landmark_image" if self.net.condition == "landmarks" else "audio"  # conditions()' keyword
 
         def per_frame(x: Tensor | None) -> Tensor | None:  # one image for the whole clip, or one per frame
             if x is None:
@@ -310,10 +341,10 @@ class L2IDiffusion(DiffusionLitModule):
         for start in tqdm(starts, desc="frames", unit="batch", disable=not progress, leave=False):
             sl = slice(start, start + batch_size)
             pick = lambda x: None if x is None else x[sl]  # noqa: E731
-            cond = self.conditions(landmark_image=landmark_images[sl].to(dev), ref_frame=pick(ref),
+            cond = self.conditions(**{target_key: targets[sl].to(dev)}, ref_frame=pick(ref),
                                    ref_landmark_image=pick(ref_landmarks), masked_frame=pick(masked),
                                    mask=pick(mask))
-            n = cond["landmarks"].shape[0]
+            n = len(targets[sl])
             out.append(self.sample_frames(cond, noise=noise.expand(n, -1, -1, -1).clone(),
                                           generator=torch.Generator(device="cpu").manual_seed(noise_seed + 1),
                                           sampler=sampler, steps=steps, guidance_scale=guidance_scale))
@@ -322,8 +353,8 @@ class L2IDiffusion(DiffusionLitModule):
     # -- validation ----------------------------------------------------------------------------------------------
 
     def evaluate_batch(self, batch: dict, *, generator: torch.Generator | None = None, **sample_kwargs: Any) -> dict:
-        """Sample frames from the batch's TRUE landmark images and score them; also score the "copy the reference
-        frame" baseline (``*_ref``). Per-image (B,) tensors, plus the ``generated`` frames."""
+        """Sample frames from the batch's TRUE landmark images (or audio windows) and score them; also score the
+        "copy the reference frame" baseline (``*_ref``). Per-image (B,) tensors, plus the ``generated`` frames."""
         generated = self.sample_frames(self.batch_conditions(batch), generator=generator, **sample_kwargs)
         lm68 = batch["landmarks"][:, self.index68].float().cpu()  # (B, 68, 2) pixels of the target frame
         frame = batch["frame"].cpu()
@@ -375,12 +406,22 @@ class L2IDiffusion(DiffusionLitModule):
         writer = tensorboard_writer(self.logger)
         if writer is None:
             return
-        rows = {"reference": batch["ref_frame"], "landmarks": batch["landmark_image"]}
+        grid = example_grid(self.example_rows(batch, generated), count=self.val_cfg.media_samples)
+        writer.add_image("val/examples", grid, self.global_step, dataformats="HWC")  # rows in the order of `rows`
+
+    def example_rows(self, batch: dict, generated: Tensor) -> dict[str, Tensor]:
+        """The rows of an example grid (validation and ``evaluate.py``): what the model was given (reference, the
+        target landmark image or the audio window drawn as a spectrogram, [the masked target]), what it generated
+        and the truth."""
+        if self.net.condition == "landmarks":
+            target = {"landmarks": batch["landmark_image"]}
+        else:
+            target = {"audio": audio_image(batch["audio"], batch["frame"].shape[-1])}
+        rows = {"reference": batch["ref_frame"], **target}
         if self.net.mode == "dubbing":
             rows["masked"] = batch["masked_frame"]
         rows.update({"generated": generated, "true": batch["frame"]})
-        grid = example_grid(rows, count=self.val_cfg.media_samples)
-        writer.add_image("val/examples", grid, self.global_step, dataformats="HWC")  # rows in the order of `rows`
+        return rows
 
 
 def build_stage2(cfg, dm) -> L2IDiffusion:
@@ -394,5 +435,5 @@ def build_stage2(cfg, dm) -> L2IDiffusion:
     )
 
 
-__all__ = ["L2IDiffusion", "L2INetConfig", "L2IValidationConfig", "Stage2Config", "build_stage2", "frame_scores",
-           "example_grid"]
+__all__ = ["L2IDiffusion", "L2INetConfig", "L2IValidationConfig", "Stage2Config", "audio_image", "build_stage2",
+           "frame_scores", "example_grid"]

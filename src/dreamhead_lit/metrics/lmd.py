@@ -14,6 +14,11 @@ Units are stated in every result name:
 * ``normalisation="face_size"``: each frame's distance divided by the ground-truth inter-ocular distance (outer eye
   corners, points 36 and 45), so resolution and face scale cancel (``lmd_mouth_iod``).
 
+**Jitter** (the temporal-smoothness figure reported beside LMD): the mean acceleration magnitude
+``|x[t+1] - 2 x[t] + x[t-1]|`` of all 68 points (not centred: head motion is motion), in the LMD's unit per frame^2,
+for the generated and for the ground-truth sequence; their ratio (``lmd_jitter_ratio``, 1 = as smooth as the ground
+truth, above 1 = shakier) is what the tables show, because the natural amount of motion differs between datasets.
+
 Frames without landmarks -- NaN rows in a landmark array, or frames where the landmarker found no face -- are
 left out of their video's mean and counted (``lmd_missing_frames``); a video with no usable frame is counted
 (``lmd_videos_without_landmarks``) and left out of the mean over videos. Nothing is dropped silently.
@@ -42,6 +47,7 @@ __all__ = [
     "LMDResult",
     "lmd_names",
     "lmd_per_frame",
+    "landmark_jitter",
     "lmd_from_landmarks",
     "landmarks_from_frames",
     "lmd_from_frames",
@@ -81,6 +87,23 @@ def _as_landmarks(x: Any, *, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def landmark_jitter(seq: Tensor) -> Tensor:
+    """Mean acceleration magnitude ``|x[t+1] - 2x[t] + x[t-1]|`` per point and frame: ``(..., T, N, 2) -> (...)``.
+
+    Accelerations that involve a frame without landmarks (NaN) are left out; NaN when none is left (T < 3).
+    """
+    acc = seq[..., 2:, :, :] - 2 * seq[..., 1:-1, :, :] + seq[..., :-2, :, :]
+    return torch.nanmean(acc.norm(dim=-1), dim=(-1, -2))
+
+
+def _frame_factor(target: np.ndarray, normalisation: LMDNormalisation, scale: float) -> np.ndarray:
+    """Per-frame factor that turns pixel distances into the reported unit: ``scale`` or 1 / inter-ocular distance."""
+    if normalisation == "pixels":
+        return np.full(len(target), scale)
+    iod = np.linalg.norm(target[:, OUTER_EYE_CORNERS[0]] - target[:, OUTER_EYE_CORNERS[1]], axis=-1)
+    return 1.0 / np.where(iod > 0, iod, np.nan)  # a collapsed face has no size: treat the frame as missing
+
+
 def lmd_per_frame(
     pred: np.ndarray | Tensor,
     target: np.ndarray | Tensor,
@@ -107,12 +130,18 @@ def lmd_per_frame(
         ts = ts - ts.mean(axis=1, keepdims=True)
         return np.linalg.norm(ps - ts, axis=-1).mean(axis=1)  # mean L2 per point, (T,)
 
-    mouth, face = centred_distance(_MOUTH), centred_distance(slice(None))
-    if normalisation == "face_size":
-        iod = np.linalg.norm(t[:, OUTER_EYE_CORNERS[0]] - t[:, OUTER_EYE_CORNERS[1]], axis=-1)
-        iod = np.where(iod > 0, iod, np.nan)  # a collapsed face has no size: treat the frame as missing
-        return mouth / iod, face / iod
-    return mouth * scale, face * scale
+    factor = _frame_factor(t, normalisation, scale)
+    return centred_distance(_MOUTH) * factor, centred_distance(slice(None)) * factor
+
+
+def jitter_pair(
+    pred: np.ndarray | Tensor, target: np.ndarray | Tensor, *, normalisation: LMDNormalisation = "pixels",
+    scale: float = 1.0,
+) -> tuple[float, float]:
+    """(generated, ground-truth) :func:`landmark_jitter` of one video ``(T, 68, 2)`` in the LMD's unit."""
+    p, t = _as_landmarks(pred, name="pred"), _as_landmarks(target, name="target")
+    factor = torch.from_numpy(_frame_factor(t, normalisation, scale))[:, None, None]
+    return tuple(float(landmark_jitter(torch.from_numpy(x) * factor)) for x in (p, t))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -127,11 +156,15 @@ class LMDResult:
     frames: int  # frames that contributed
     missing_frames: int  # frames without landmarks on either side (left out)
     videos_without_landmarks: int = 0
+    jitter: float = float("nan")  # generated sequence's landmark_jitter, in the LMD's unit per frame^2
+    jitter_gt: float = float("nan")  # the ground truth's
 
     def as_dict(self) -> dict[str, float | int]:
         return {
             self.mouth_name: self.mouth,
             self.face_name: self.face,
+            "lmd_jitter": self.jitter,
+            "lmd_jitter_gt": self.jitter_gt,
             "lmd_videos": self.videos,
             "lmd_frames": self.frames,
             "lmd_missing_frames": self.missing_frames,
@@ -170,7 +203,10 @@ def lmd_from_landmarks(
     mouth, face = lmd_per_frame(pred, target, normalisation=normalisation, scale=scale)
     valid = np.isfinite(mouth) & np.isfinite(face)
     n = int(valid.sum())
+    jitter, jitter_gt = jitter_pair(pred, target, normalisation=normalisation, scale=scale)
     return LMDResult(
+        jitter=jitter,
+        jitter_gt=jitter_gt,
         mouth=float(mouth[valid].mean()) if n else float("nan"),
         face=float(face[valid].mean()) if n else float("nan"),
         mouth_name=mouth_name,
@@ -293,6 +329,9 @@ class LMDMetric(ReportMixin, Metric):
 
     mouth_sum: Tensor
     face_sum: Tensor
+    jitter_sum: Tensor
+    jitter_gt_sum: Tensor
+    jitter_videos: Tensor
     videos: Tensor
     frames: Tensor
     missing_frames: Tensor
@@ -315,9 +354,9 @@ class LMDMetric(ReportMixin, Metric):
             )
         self.resolution = resolution
         self.landmarker = landmarker
-        for name in ("mouth_sum", "face_sum"):
+        for name in ("mouth_sum", "face_sum", "jitter_sum", "jitter_gt_sum"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        for name in ("videos", "frames", "missing_frames", "videos_without_landmarks"):
+        for name in ("videos", "frames", "missing_frames", "videos_without_landmarks", "jitter_videos"):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     @property
@@ -366,6 +405,10 @@ class LMDMetric(ReportMixin, Metric):
         if res.videos:
             self.mouth_sum = self.mouth_sum + res.mouth
             self.face_sum = self.face_sum + res.face
+        if np.isfinite(res.jitter) and np.isfinite(res.jitter_gt):  # needs 3 consecutive frames with landmarks
+            self.jitter_sum = self.jitter_sum + res.jitter
+            self.jitter_gt_sum = self.jitter_gt_sum + res.jitter_gt
+            self.jitter_videos = self.jitter_videos + 1
         self.videos = self.videos + res.videos
         self.frames = self.frames + res.frames
         self.missing_frames = self.missing_frames + res.missing_frames
@@ -391,8 +434,17 @@ class LMDMetric(ReportMixin, Metric):
         return {
             mouth_name: mouth,
             face_name: face,
+            **self._jitter_values(),
             "lmd_videos": int(self.videos),
             "lmd_frames": int(self.frames),
             "lmd_missing_frames": int(self.missing_frames),
             "lmd_videos_without_landmarks": int(self.videos_without_landmarks),
         }
+
+    def _jitter_values(self) -> dict[str, float]:
+        """Mean jitter over videos of both sides and their ratio (NaN when no video had 3 consecutive frames)."""
+        n = int(self.jitter_videos)
+        if n == 0:
+            return {"lmd_jitter": float("nan"), "lmd_jitter_gt": float("nan"), "lmd_jitter_ratio": float("nan")}
+        gen, gt = float(self.jitter_sum) / n, float(self.jitter_gt_sum) / n
+        return {"lmd_jitter": gen, "lmd_jitter_gt": gt, "lmd_jitter_ratio": gen / gt if gt > 0 else float("nan")}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import TimestepEmbedding, sinusoidal_embedding
+from .layers import TimestepEmbedding, audio_window_mlp, sinusoidal_embedding
 
 
 class _AdaLN(nn.Module):
@@ -98,12 +98,7 @@ class A2LDenoiser(nn.Module):
         self.dim = dim
         self.use_emotion = use_emotion
         # mapping unit for audio: each frame's (K, F) window -> D
-        self.audio_map = nn.Sequential(
-            nn.LayerNorm(audio_steps * audio_dim),
-            nn.Linear(audio_steps * audio_dim, dim),
-            nn.GELU(),
-            nn.Linear(dim, dim),
-        )
+        self.audio_map = audio_window_mlp(audio_steps, audio_dim, dim)
         self.null_audio = nn.Parameter(torch.zeros(dim))
         self.x_in = nn.Linear(2 * p + 1, dim)  # noisy motion, prefix values, prefix mask
         self.ref_in = nn.Sequential(nn.Linear(p, dim), nn.SiLU(), nn.Linear(dim, dim))

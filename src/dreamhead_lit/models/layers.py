@@ -26,3 +26,14 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(sinusoidal_embedding(t, self.dim))  # (B, dim)
+
+
+def audio_window_mlp(audio_steps: int, audio_dim: int, out_dim: int) -> nn.Sequential:
+    """A frame's flattened audio window (..., K * D) -> (..., out_dim): the per-frame mapping unit of stage 1, also
+    the audio embedding of the audio-conditioned stage-2 UNet (LayerNorm, as log-mel bins differ in scale)."""
+    return nn.Sequential(
+        nn.LayerNorm(audio_steps * audio_dim),
+        nn.Linear(audio_steps * audio_dim, out_dim),
+        nn.GELU(),
+        nn.Linear(out_dim, out_dim),
+    )

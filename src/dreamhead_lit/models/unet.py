@@ -7,14 +7,16 @@ feature resolutions, per-level channel multipliers, dropout before each block's 
 last layers (each residual branch and the output conv), so the untrained network predicts 0 and every block starts
 as the identity.
 
-Conditions are concatenated to the noisy input as channels, all at the diffusion resolution. Which ones exist is
-fixed at construction:
+Image conditions are concatenated to the noisy input as channels, all at the diffusion resolution; the audio
+condition is embedded instead. Which ones exist is fixed at construction:
 
 ==========================  =====================================================  =========================
 condition                   what it is                                             present when
 ==========================  =====================================================  =========================
-``landmarks``               the target frame's landmark image (one channel per     always
-                            face region), the *motion* to render
+``landmarks``               the target frame's landmark image (one channel per     ``condition="landmarks"``
+                            face region), the *motion* to render                   (the default: DreamHead)
+``audio``                   the target frame's audio window (K log-mel steps of    ``condition="audio"``
+                            the frame and its context frames, as stage 1 sees it)
 ``ref``, ``ref_landmarks``  a frame of the same identity and its landmark image:   ``use_reference``
                             the *appearance* and how it relates to landmarks
 ``masked``, ``mask``        the target frame with its lower face hidden, and the   ``mode="dubbing"``
@@ -26,11 +28,17 @@ condition                   what it is                                          
 reference mode the network then has only the landmark image and must invent the appearance; in dubbing mode the
 masked target still shows the upper face).
 
-Classifier-free guidance (Ho & Salimans 2022) drops the *target landmark image* (``drop`` replaces it with zeros)
-and keeps everything else. The unconditional branch is then "this person, with some plausible expression", and
-guidance ``uncond + s * (cond - uncond)`` moves the sample towards what the target landmarks add to that: the mouth
-shape and expression. An all-zero image is a natural null: a real landmark image always has a face in it, and zeros
-need no parameter whose shape would depend on the resolution.
+``condition="audio"`` is the ``landmark_hierarchy`` ablation: one diffusion from audio to frames, with no landmark
+intermediate, at the same UNet and budget as stage 2. A small MLP (the mapping unit stage 1 applies to each frame's
+audio window, ``layers.audio_window_mlp``) embeds the window into a vector that is added to the timestep embedding,
+as ADM adds its class embedding, so every residual block is conditioned on the audio through AdaGN.
+
+Classifier-free guidance (Ho & Salimans 2022) drops the *target condition* (the ``drop`` rows) and keeps everything
+else. The unconditional branch is then "this person, with some plausible expression", and guidance
+``uncond + s * (cond - uncond)`` moves the sample towards what the target condition adds to that: the mouth shape and
+expression. A dropped landmark image is replaced with zeros, a natural null: a real landmark image always has a face
+in it, and zeros need no parameter whose shape would depend on the resolution. A dropped audio window is replaced by
+a learned null embedding (as stage 1 does), since an all-zero log-mel window is a real sound, not "no audio".
 """
 from __future__ import annotations
 
@@ -40,9 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import sinusoidal_embedding
+from ..diffusion import mask_condition
+from .layers import audio_window_mlp, sinusoidal_embedding
 
 L2IMode = Literal["reference", "dubbing"]
+L2ICondition = Literal["landmarks", "audio"]  # what drives the target frame: its landmark image, or its audio window
 
 
 def _groups(channels: int, groups: int) -> int:
@@ -134,13 +144,17 @@ class _Level(nn.Module):
 class L2IUNet(nn.Module):
     """ADM-style UNet denoiser for stage 2 (see the module docstring for the conditions and guidance).
 
-    forward(x_t (B, C, H, W), t (B,), *, landmarks (B, L, H, W), ref (B, C, H, W) | None,
-            ref_landmarks (B, L, H, W) | None, masked (B, C, H, W) | None, mask (B, 1, H, W) | None,
-            drop (B,) bool | None) -> (B, C, H, W) in the diffusion target's parametrisation.
+    forward(x_t (B, C, H, W), t (B,), *, landmarks (B, L, H, W) | None, audio (B, K, D) | None,
+            ref (B, C, H, W) | None, ref_landmarks (B, L, H, W) | None, masked (B, C, H, W) | None,
+            mask (B, 1, H, W) | None, drop (B,) bool | None) -> (B, C, H, W) in the diffusion target's parametrisation.
 
     Args:
-        mode: ``"reference"`` (landmarks + reference) or ``"dubbing"`` (also the masked target frame and its mask).
+        mode: ``"reference"`` (target condition + reference) or ``"dubbing"`` (also the masked target frame and its
+            mask).
         use_reference: give the network the reference frame and its landmark image (False: the ablation).
+        condition: ``"landmarks"`` (the target landmark image, input channels) or ``"audio"`` (the target frame's
+            audio window, embedded and added to the timestep embedding; the ``landmark_hierarchy`` ablation).
+        audio_steps, audio_dim: K and D of an audio window (``condition="audio"`` only).
         image_channels: C, channels of ``x_t``, ``ref`` and ``masked`` (3 for pixels, the latent channels for LDM).
         landmark_channels: L, channels of a landmark image (one per face region).
         resolution: H = W of the input (the latent side in latent diffusion).
@@ -164,6 +178,9 @@ class L2IUNet(nn.Module):
         *,
         mode: L2IMode = "reference",
         use_reference: bool = True,
+        condition: L2ICondition = "landmarks",
+        audio_steps: int | None = None,
+        audio_dim: int | None = None,
         image_channels: int = 3,
         landmark_channels: int = 3,
         resolution: int = 64,
@@ -180,6 +197,11 @@ class L2IUNet(nn.Module):
         super().__init__()
         if mode not in get_args(L2IMode):
             raise ValueError(f"L2IUNet: mode must be one of {get_args(L2IMode)}, got {mode!r}")
+        if condition not in get_args(L2ICondition):
+            raise ValueError(f"L2IUNet: condition must be one of {get_args(L2ICondition)}, got {condition!r}")
+        if condition == "audio" and not (audio_steps and audio_dim):
+            raise ValueError(f"L2IUNet: condition='audio' needs the window shape, got audio_steps={audio_steps}, "
+                             f"audio_dim={audio_dim}")
         levels = len(channel_mult)
         if patch_size < 1 or resolution % (patch_size * 2 ** (levels - 1)):
             raise ValueError(f"L2IUNet: resolution {resolution} cannot be cut into {patch_size}x{patch_size} patches "
@@ -191,18 +213,25 @@ class L2IUNet(nn.Module):
                              f"({sides} at input resolution {resolution})")
         self.mode: L2IMode = mode
         self.use_reference = use_reference
+        self.condition: L2ICondition = condition
+        self.audio_shape = (audio_steps, audio_dim) if condition == "audio" else None
         self.image_channels = image_channels
         self.landmark_channels = landmark_channels
         self.resolution = resolution
         self.patch_size = patch_size
         self.channels_last = channels_last
-        self.conditions = self.condition_names(mode, use_reference)
+        self.conditions = self.condition_names(mode, use_reference, condition)
+        self.image_conditions = tuple(c for c in self.conditions if c != "audio")  # concatenated as channels
         in_ch = self.input_channels(mode=mode, use_reference=use_reference, image_channels=image_channels,
-                                    landmark_channels=landmark_channels)
+                                    landmark_channels=landmark_channels, condition=condition)
 
         emb_dim = 4 * base_channels  # ADM: time_embed_dim = 4 * model_channels
         self.base_channels = base_channels
         self.time_embed = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.audio_embed = self.null_audio = None  # landmark models have neither (their checkpoints stay as they were)
+        if condition == "audio":  # ADM's class embedding, with the audio window as the class
+            self.audio_embed = audio_window_mlp(audio_steps, audio_dim, emb_dim)
+            self.null_audio = nn.Parameter(torch.zeros(emb_dim))  # the dropped audio of classifier-free guidance
         self.input_conv = nn.Conv2d(in_ch * patch_size**2, base_channels, 3, padding=1)
 
         def level(cin: int, cout: int, side: int) -> _Level:
@@ -240,9 +269,10 @@ class L2IUNet(nn.Module):
     # -- the conditioning contract ----------------------------------------------------------------------------
 
     @staticmethod
-    def condition_names(mode: L2IMode, use_reference: bool) -> tuple[str, ...]:
-        """The keyword conditions a network of this mode takes, in the order they are concatenated."""
-        names = ["landmarks"]
+    def condition_names(mode: L2IMode, use_reference: bool, condition: L2ICondition = "landmarks") -> tuple[str, ...]:
+        """The keyword conditions a network of this mode takes, the target condition first, then the image
+        conditions in the order they are concatenated."""
+        names = [condition]
         if use_reference:
             names += ["ref", "ref_landmarks"]
         if mode == "dubbing":
@@ -251,11 +281,12 @@ class L2IUNet(nn.Module):
 
     @staticmethod
     def input_channels(*, mode: L2IMode, use_reference: bool, image_channels: int = 3,
-                       landmark_channels: int = 3) -> int:
-        """Channels of the first conv's input: x_t (C) + landmarks (L) [+ ref (C) + ref_landmarks (L)]
-        [+ masked (C) + mask (1)]."""
+                       landmark_channels: int = 3, condition: L2ICondition = "landmarks") -> int:
+        """Channels of the first conv's input: x_t (C) [+ landmarks (L)] [+ ref (C) + ref_landmarks (L)]
+        [+ masked (C) + mask (1)]; the audio is not an input channel."""
         c, lc = image_channels, landmark_channels
-        return c + lc + (c + lc if use_reference else 0) + (c + 1 if mode == "dubbing" else 0)
+        target = lc if condition == "landmarks" else 0
+        return c + target + (c + lc if use_reference else 0) + (c + 1 if mode == "dubbing" else 0)
 
     def _condition_channels(self, name: str) -> int:
         return {"landmarks": self.landmark_channels, "ref": self.image_channels,
@@ -268,26 +299,29 @@ class L2IUNet(nn.Module):
         x_t: Tensor,
         t: Tensor,
         *,
-        landmarks: Tensor,
+        landmarks: Tensor | None = None,
+        audio: Tensor | None = None,
         ref: Tensor | None = None,
         ref_landmarks: Tensor | None = None,
         masked: Tensor | None = None,
         mask: Tensor | None = None,
         drop: Tensor | None = None,
     ) -> Tensor:
-        given = {"landmarks": landmarks, "ref": ref, "ref_landmarks": ref_landmarks, "masked": masked, "mask": mask}
+        given = {"landmarks": landmarks, "audio": audio, "ref": ref, "ref_landmarks": ref_landmarks, "masked": masked,
+                 "mask": mask}
         b, _, h, w = x_t.shape
         if (h, w) != (self.resolution, self.resolution):
             raise ValueError(f"L2IUNet was built for {self.resolution}x{self.resolution} inputs, got {h}x{w}")
         extra = sorted(k for k, v in given.items() if v is not None and k not in self.conditions)
         missing = [k for k in self.conditions if given[k] is None]
         if extra or missing:
-            raise ValueError(f"L2IUNet(mode={self.mode!r}, use_reference={self.use_reference}) takes conditions "
-                             f"{list(self.conditions)}; missing {missing}, not accepted {extra}")
-        if drop is not None:  # classifier-free guidance: the target landmark image is the dropped condition
+            raise ValueError(f"L2IUNet(mode={self.mode!r}, use_reference={self.use_reference}, "
+                             f"condition={self.condition!r}) takes conditions {list(self.conditions)}; "
+                             f"missing {missing}, not accepted {extra}")
+        if drop is not None and landmarks is not None:  # classifier-free guidance: the target landmark image is dropped
             given["landmarks"] = torch.where(drop[:, None, None, None], torch.zeros_like(landmarks), landmarks)
         parts = [x_t]
-        for name in self.conditions:
+        for name in self.image_conditions:
             c = given[name]
             if c.shape != (b, self._condition_channels(name), h, w):
                 raise ValueError(f"L2IUNet: condition {name!r} has shape {tuple(c.shape)}, expected "
@@ -300,6 +334,14 @@ class L2IUNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
 
         emb = self.time_embed(sinusoidal_embedding(t, self.base_channels))  # (B, 4 * base)
+        if self.audio_embed is not None:
+            if audio.shape != (b, *self.audio_shape):
+                raise ValueError(f"L2IUNet: condition 'audio' has shape {tuple(audio.shape)}, expected "
+                                 f"{(b, *self.audio_shape)} (batch, window steps, feature bins)")
+            a = self.audio_embed(audio.flatten(1).to(x_t.dtype))  # (B, 4 * base)
+            if drop is not None:  # classifier-free guidance: the audio is the dropped condition
+                a = mask_condition(a, drop, null=self.null_audio)
+            emb = emb + a  # ADM: emb = time_embed(t) + label_emb(y)
         h_ = self.input_conv(x)  # (B, base, H, W)
         skips = [h_]
         for block in self.down:
@@ -322,4 +364,4 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["L2IMode", "L2IUNet", "ResBlock", "AttentionBlock", "count_parameters"]
+__all__ = ["L2ICondition", "L2IMode", "L2IUNet", "ResBlock", "AttentionBlock", "count_parameters"]
