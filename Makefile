@@ -10,8 +10,8 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess bench train-landmarker train-syncnet \
-	test test-slow test-all bench-data bench-stage1 bench-stage2 bench-preprocess clean help
+	preprocess bench ablate train-landmarker train-syncnet \
+	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-preprocess clean help
 
 help:
 	@echo "make demo         SynthTalk (demo) -> stage 1 -> stage 2 -> test-split figures -> talking-head mp4s"
@@ -21,10 +21,11 @@ help:
 	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
 	@echo "make bench        methods x test split -> FID, LPIPS, SSIM, PSNR, LMD, LSE-C/D, CSIM table (SIZE=demo|paper)"
+	@echo "make ablate DROP=temporal_smooth [SEEDS='0 1 2']   train full + variant, bench both, delta table (SIZE, DATA)"
 	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
 	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
 	@echo "make preprocess SRC=raw_videos DATA=data/hdtf LAYOUT=hdtf|mead|plain   real videos -> processed dataset"
-	@echo "make bench-data   data-loading benchmark"
+	@echo "make bench-data   data-loading benchmark (bench-metrics: frames/s per metric on this machine)"
 	@echo "make install      create $(VENV) with the pinned dependencies"
 
 $(STAMP): setup.py setup.cfg constraints.txt
@@ -91,6 +92,15 @@ bench: $(STAMP)
 	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet ARGS=)
 	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(ARGS)
 
+# python -m dreamhead_lit.ablate --list names the components; DROP takes several ("temporal_smooth cfg").
+DROP ?= temporal_smooth
+SEEDS ?= 0
+ablate: $(STAMP)
+	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet ARGS=)
+	$(PY) -m dreamhead_lit.ablate $(foreach d,$(DROP),--drop $(d)) --seeds $(SEEDS) --size $(SIZE) \
+		$(if $(filter data/synthtalk,$(DATA)),,--data $(DATA)) $(ARGS)
+
 # The main job (python -m dreamhead_lit.demo): every step is skipped when complete, resumed when interrupted.
 demo: $(STAMP)
 	$(PY) -m dreamhead_lit.demo $(if $(REF),--ref $(REF)) $(ARGS)
@@ -106,6 +116,9 @@ test-all: $(STAMP)
 
 bench-data: $(STAMP)
 	$(PY) benchmarks/bench_dataloading.py $(ARGS)
+
+bench-metrics: $(STAMP)
+	$(PY) benchmarks/bench_metrics.py $(ARGS)
 
 bench-stage1: $(STAMP)
 	$(PY) benchmarks/bench_stage1.py $(ARGS)

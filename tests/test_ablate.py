@@ -1,0 +1,156 @@
+"""The ablation harness: the registry, every registered ablation trains, the end-to-end table on tiny models with
+run reuse, resumption and caching."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamhead_lit.ablate import (
+    AblationError,
+    AblationSettings,
+    load_registry,
+    main,
+    plan_run,
+    run_ablation,
+)
+from dreamhead_lit.config import load_config
+from dreamhead_lit.train import fit, stage_specs
+
+from test_a2l import TINY as TINY1
+from test_bench import backends
+from test_l2i import TINY as TINY2
+
+pytestmark = pytest.mark.filterwarnings("ignore:LPIPSMetric. RANDOM AlexNet trunk")
+
+REQUIRED = {"temporal_smooth", "landmark_hierarchy", "reference_image", "dense_landmarks", "audio_context", "cfg", "ema"}
+QUICK = ["trainer.val_check_interval=2", "optim.warmup_steps=0", "validation.max_batches=1", "validation.log_media=false",
+         "trainer.enable_progress_bar=false", "diffusion.sample_steps=2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_list_and_unknown_names(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    registry = load_registry()
+    assert REQUIRED <= set(registry)
+    for name, component in registry.items():
+        assert name in out and component.description in out
+    assert main(["--drop", "temporal_smoothing"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown ablation(s) 'temporal_smoothing'" in err and all(name in err for name in registry)
+
+
+def _stage_overrides(stage: str) -> list[str]:
+    return [*(TINY1 if stage == "stage1" else TINY2), *QUICK]
+
+
+@pytest.mark.parametrize("name", sorted(load_registry()))
+def test_every_registered_ablation_trains_a_step(name, tiny_synth, tmp_path):
+    """Each registered ablation's overrides compose with its stages' configs and train (so none rots)."""
+    component = load_registry()[name]
+    specs = stage_specs()
+    for stage in ("stage1", "stage2"):
+        if not component.overrides(stage):
+            continue
+        cfg = load_config(f"{stage}/demo.yaml", [f"data.root={tiny_synth}", f"runs_root={tmp_path}",
+                                                 *_stage_overrides(stage), "trainer.max_steps=1",
+                                                 *component.overrides(stage), f"name={name}"],
+                          schema=specs[stage].schema)
+        run = fit(stage, cfg)
+        assert (run / "checkpoints" / "last.ckpt").is_file(), (name, stage)
+        saved = load_config(run / "config.yaml", schema=specs[stage].schema)
+        for item in component.overrides(stage):  # the run really is the variant
+            key, value = item.split("=", 1)
+            assert str(_get(saved, key)).lower() == value.lower(), (name, item)
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _settings(root: Path, tmp: Path, **kw) -> AblationSettings:
+    overrides = [f"data.root={root}", f"runs_root={tmp / 'runs'}", "trainer.max_steps=2", *QUICK,
+                 *(f"stage1.{o}" for o in TINY1), *(f"stage2.{o}" for o in TINY2)]
+    bench = [f"data.root={root}", f"runs_root={tmp / 'runs'}", "max_clips=1", "data.test_splits=[test]",
+             "metrics=[ssim_mouth,lmd]", "progress=false", "tensorboard=false", "methods.dreamhead.steps=1"]
+    return AblationSettings(**{"drop": ["temporal_smooth"], "overrides": overrides, "bench_overrides": bench,
+                               "out_root": str(tmp / "results"), **kw})
+
+
+def test_ablation_table_reuses_runs_and_resumes(tiny_synth, tmp_path):
+    settings = _settings(tiny_synth, tmp_path)
+    # a full-model stage-1 run trained earlier under another name, with the same config: reused, not retrained
+    stage1_overrides = [o for o in settings.overrides if not o.startswith("stage2.")]
+    mine = load_config("stage1/demo.yaml", [o.removeprefix("stage1.") for o in stage1_overrides] + ["seed=0", "name=mine"],
+                       schema=stage_specs()["stage1"].schema)
+    fit("stage1", mine)
+    logs: list[str] = []
+    out = run_ablation(settings, backends=backends(), log=logs.append)
+    text = "\n".join(logs)
+    assert f"stage1: reusing finished run {tmp_path / 'runs' / 'stage1' / 'mine'}" in text
+    assert "stage1: training" in text and "stage2: training" in text  # the variant's stage 1, the full stage 2
+    assert out == tmp_path / "results" / "demo-temporal_smooth-s0"
+    with open(out / "table.csv") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"full", "temporal_smooth", "ground_truth", "static_reference"}
+    assert rows["ground_truth"]["lm_lmd_mouth_mean"] == ""  # stage-1 landmark figures only for the models
+    full, drop = rows["full"], rows["temporal_smooth"]
+    for key in ("lm_lmd_mouth", "lm_jitter_ratio", "lmd_mouth", "jitter_ratio", "ssim_mouth"):  # landmarks, videos
+        assert float(drop[f"{key}_delta"]) == pytest.approx(float(drop[f"{key}_mean"]) - float(full[f"{key}_mean"]))
+        assert full[f"{key}_delta"] == ""  # the full model has no delta
+    assert drop["lm_jitter_ratio_mean"] != full["lm_jitter_ratio_mean"]  # two different stage-1 runs were scored
+    md = (out / "table.md").read_text()
+    for text in ("| full model |", "| − temporal_smooth |", "M-LMD (lm) ↓", "Jitter (lm) →1", "SSIM-m ↑",
+                 "model.temporal_units=false", "(reused)", "(trained)"):
+        assert text in md, text
+    blob = json.loads((out / "ablation.json").read_text())
+    assert blob["settings"]["drop"] == ["temporal_smooth"] and "0" in {str(k) for k in blob["seeds"]}
+    # the variant's stage 1 really differs from the full one
+    variant = tmp_path / "runs" / "stage1" / "ablate-demo-temporal_smooth-s0"
+    assert "temporal_units: false" in (variant / "config.yaml").read_text()
+
+    # again: every run reused, the landmark scores and bench clips read from their caches
+    logs.clear()
+    run_ablation(settings, backends=backends(), log=logs.append)
+    assert "training" not in "\n".join(logs) and "resuming" not in "\n".join(logs)
+
+    # an interrupted variant run (checkpoint, no done.json) is resumed, not restarted or duplicated
+    (variant / "done.json").unlink()
+    cfg_overrides = [o.removeprefix("stage1.") for o in stage1_overrides] + ["seed=0"]
+    component = load_registry()["temporal_smooth"].overrides("stage1")
+    plan = plan_run("stage1", "demo", variant.name, [*cfg_overrides, *component])
+    assert (plan.state, plan.run_dir) == ("resume", variant)
+    # a run of that name with another config is an error that says what differs, not an overwrite
+    with pytest.raises(AblationError, match="loss.velocity_weight"):
+        plan_run("stage1", "demo", variant.name, [*cfg_overrides, "model.temporal_units=false"])
+
+
+def test_a_one_shot_variant_is_compared_with_the_full_model_benched_one_shot(tiny_synth, tmp_path):
+    """landmark_hierarchy with a reference-mode stage 2 cannot follow the clip's pose: its deltas are taken against
+    the full model benched one-shot, and it has no stage-1 landmark figures."""
+    out = run_ablation(_settings(tiny_synth, tmp_path, drop=["landmark_hierarchy"]), backends=backends(),
+                       log=lambda *_: None)
+    with open(out / "table.csv") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert {"full", "full_one_shot", "landmark_hierarchy"} <= set(rows)
+    drop, base = rows["landmark_hierarchy"], rows["full_one_shot"]
+    assert drop["baseline"] == "full_one_shot" and drop["lm_lmd_mouth_mean"] == ""
+    assert float(drop["ssim_mouth_delta"]) == pytest.approx(float(drop["ssim_mouth_mean"]) - float(base["ssim_mouth_mean"]))
+    md = (out / "table.md").read_text()
+    assert "| full model (one-shot) |" in md and "model.condition=audio" in md
+    bench_md = next(out.glob("*/seed0/table.md")).read_text()
+    assert "pose frozen" in bench_md
+    assert "condition: audio" in (tmp_path / "runs" / "stage2" / "ablate-demo-landmark_hierarchy-s0" / "config.yaml").read_text()
