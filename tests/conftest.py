@@ -75,3 +75,15 @@ def check_two_process_ddp_fit(stage: str, overrides: list[str], root: Path, runs
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 3
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds synchronisation, which on a shared, busy machine makes small
+    ops 10x slower. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``; restored after them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -58,6 +58,29 @@ def test_tiny_model_overfits_one_batch(dm):
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 10, (losses[:10], losses[-10:])
 
 
+def test_training_also_sees_the_audio_with_an_unknown_emotion(dm):
+    """emotion_drop_prob replaces the label by the null code while the audio stays, so label-free speech is in
+    distribution (classifier-free guidance alone only shows "unknown" with the audio dropped as well)."""
+    batch = next(iter(dm.train_dataloader()))
+    for p, expect_null in ((1.0, True), (0.0, False)):
+        module = tiny_module(dm, loss={"emotion_drop_prob": p}, diffusion={"cond_drop_prob": 0.0, "guidance_scale": 1.0})
+        null = module.net.emotion.num_embeddings - 1
+        seen = []
+        forward = module.net.forward
+
+        def recording(*args, forward=forward, seen=seen, **kw):
+            seen.append((kw["emotion"].clone(), kw["drop"].clone()))
+            return forward(*args, **kw)
+
+        module.net.forward = recording
+        module.training_step(batch, 0)
+        emotion, drop = seen[0]
+        assert not drop.any()  # the audio is kept
+        assert bool((emotion == null).all()) == expect_null
+        if not expect_null:
+            assert torch.equal(emotion, batch["emotion"])
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp_2m"])
 @pytest.mark.parametrize("target", ["eps", "x0", "v"])
 def test_every_sampler_and_target_gives_shaped_deterministic_samples(dm, sampler, target):
@@ -188,6 +211,10 @@ def test_long_audio_generation_is_seamless(trained, dm):
             joins += [start + known - 1, start + shared - 1]
         interior = torch.ones(749, dtype=torch.bool)
         interior[joins] = False
-        assert speed[joins].max() <= speed[interior].max(), overlap
-        assert speed[joins].mean() <= 1.5 * speed[interior].mean(), overlap
+        # ~120 joins against ~630 interior frames: the means and upper quantiles compare distributions (the seams
+        # of plain inpainting were 1.6x faster on average); max against max alone would be a draw of chance
+        j, i = speed[joins], speed[interior]
+        assert j.mean() <= 1.2 * i.mean(), (overlap, j.mean(), i.mean())
+        assert j.quantile(0.95) <= i.quantile(0.99), (overlap, j.quantile(0.95), i.quantile(0.99))
+        assert j.max() <= 1.25 * i.max(), (overlap, j.max(), i.max())
         assert speed[interior].mean() > 0  # the face moves with the audio, it is not frozen

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from dreamhead_lit.ablate import (
     AblationError,
@@ -24,19 +23,12 @@ from test_a2l import TINY as TINY1
 from test_bench import backends
 from test_l2i import TINY as TINY2
 
-pytestmark = pytest.mark.filterwarnings("ignore:LPIPSMetric. RANDOM AlexNet trunk")
+pytestmark = [pytest.mark.usefixtures("one_thread"),  # tiny tensors: see conftest.one_thread
+              pytest.mark.filterwarnings("ignore:LPIPSMetric. RANDOM AlexNet trunk")]
 
 REQUIRED = {"temporal_smooth", "landmark_hierarchy", "reference_image", "dense_landmarks", "audio_context", "cfg", "ema"}
 QUICK = ["trainer.val_check_interval=2", "optim.warmup_steps=0", "validation.max_batches=1", "validation.log_media=false",
          "trainer.enable_progress_bar=false", "diffusion.sample_steps=2"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_list_and_unknown_names(capsys):
@@ -154,3 +146,18 @@ def test_a_one_shot_variant_is_compared_with_the_full_model_benched_one_shot(tin
     bench_md = next(out.glob("*/seed0/table.md")).read_text()
     assert "pose frozen" in bench_md
     assert "condition: audio" in (tmp_path / "runs" / "stage2" / "ablate-demo-landmark_hierarchy-s0" / "config.yaml").read_text()
+
+
+def test_if_needed_keeps_a_finished_run_but_says_when_its_config_differs(tiny_synth, tmp_path, capsys):
+    from dreamhead_lit.train import main as train_main
+
+    args = ["stage1", f"data.root={tiny_synth}", f"runs_root={tmp_path}", *TINY1, *QUICK, "name=x"]
+    assert train_main([*args, "trainer.max_steps=1"]) == 0
+    capsys.readouterr()
+    assert train_main([*args, "trainer.max_steps=1", "trainer.enable_progress_bar=true", "--if-needed"]) == 0
+    captured = capsys.readouterr()
+    assert "not retraining" in captured.out and "warning" not in captured.err  # display settings: not the experiment
+    assert train_main([*args, "trainer.max_steps=2", "--if-needed"]) == 0
+    captured = capsys.readouterr()
+    assert "not retraining" in captured.out
+    assert "trainer.max_steps: 1 there, 2 now" in captured.err and "name=" in captured.err

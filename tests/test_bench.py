@@ -34,19 +34,12 @@ from dreamhead_lit.bench import (
 )
 from dreamhead_lit.video import write_video
 
-pytestmark = pytest.mark.filterwarnings("ignore:LPIPSMetric. RANDOM AlexNet trunk")  # the labelled test stand-in
+pytestmark = [pytest.mark.usefixtures("one_thread"),  # tiny tensors: see conftest.one_thread
+              pytest.mark.filterwarnings("ignore:LPIPSMetric. RANDOM AlexNet trunk")]  # the labelled test stand-in
 
 FID_LABEL = "TEST random conv features (not FID)"
 SYNC_LABEL = "TEST colour/energy expert (not SyncNet)"
 LANDMARKER_LABEL = "TEST landmarker: template, mouth from lower-face brightness"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -319,6 +312,14 @@ def test_stage2_bound_renders_the_true_landmarks_and_dreamhead_runs(tiny_synth, 
         return original(landmark_images, **kw)
 
     l2i.generate_frames = recording
+    emotions: list = []
+    a2l_generate = a2l.generate
+
+    def recording_a2l(audio, **kw):
+        emotions.append(kw.get("emotion"))
+        return a2l_generate(audio, **kw)
+
+    a2l.generate = recording_a2l
     cfg = structured(make_cfg(tiny_synth, tmp_path, metrics=["ssim", "ssim_mouth"], max_clips=1, methods={}))
     ctx = bench_context(cfg)
     mcfg = MethodConfig(kind="stage2_gt_landmarks", steps=1, batch_size=64)
@@ -333,6 +334,9 @@ def test_stage2_bound_renders_the_true_landmarks_and_dreamhead_runs(tiny_synth, 
     true = torch.from_numpy(np.asarray(clip.reader.landmarks, dtype=np.float32)[:, idx])
     expected = rasterize_landmarks(true, regions=regions, size=64, sigma=float(info["landmark_sigma"]))
     torch.testing.assert_close(seen[0], expected, atol=2e-3, rtol=0)  # the bound's call came first
+    from dreamhead_lit.data.clip import EMOTIONS
+
+    assert emotions == [EMOTIONS.index(clip.record.emotion)]  # stage 1 was given the clip's emotion label
     # the stand-in's canonical landmarks map back onto the true pixels
     stand_in = GroundTruthLandmarks(clip, info)
     assert stand_in.generate(None, num_frames=clip.record.num_frames).shape == (clip.record.num_frames, len(idx), 2)
@@ -352,6 +356,7 @@ def _ddp_worker(rank: int, init_file: str, cfg: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         run_bench(structured(cfg), backends=backends())
+        dist.barrier()  # leave together: tearing gloo down while the other rank still talks to it can abort
     finally:
         dist.destroy_process_group()
 
@@ -387,3 +392,15 @@ def test_two_processes_give_the_single_process_rows_and_table(tiny_synth, tmp_pa
     assert r2["world_size"] == 2
     no_video = len(all_clips) - (len(clips) - 1)  # the folder holds the test split's clips but one
     assert sum(s["computed"] for s in r2["stats"].values()) == 3 * len(all_clips) - no_video
+
+
+def test_demo_sanity_lines_read_the_table():
+    from dreamhead_lit.demo import sanity_checks
+
+    rows = {"ground_truth": {"ssim_mouth": "0.98", "lse_c": "0.75", "lmd_mouth": "0.1"},
+            "dreamhead": {"ssim_mouth": "0.86", "lse_c": "0.54", "lmd_mouth": "0.6"},
+            "static_reference": {"ssim_mouth": "0.82", "lse_c": "n/a", "lmd_mouth": "1.1"}}
+    lines = sanity_checks(rows)
+    assert lines[0].startswith("ok ") and "mouth SSIM" in lines[0]
+    assert lines[1].startswith("NOT") and "nan" in lines[1]  # a missing figure is never a pass
+    assert lines[2].startswith("ok ") and "M-LMD 0.600 < static frame 1.100" in lines[2]

@@ -34,18 +34,10 @@ from dreamhead_lit.evaluators import (
 from dreamhead_lit.metrics import LMDMetric, SyncMetric
 from dreamhead_lit.metrics.sync import sync_scores_from_embeddings
 
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # training_step without a Trainer
+pytestmark = [pytest.mark.usefixtures("one_thread"),  # tiny tensors: see conftest.one_thread
+              pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")]  # training_step without a Trainer
 
 TINY_LANDMARKER = {"input_size": 64, "channels": [8, 16, 32], "blocks": 1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def readers(root: Path, split: str) -> list[ClipReader]:

@@ -21,15 +21,7 @@ TINY = ["data.batch_size=4", "data.frames_per_clip=2", "data.num_workers=0", "mo
         "validation.max_batches=1", "diffusion.sample_steps=2", "validation.log_media=false",
         "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, which on a shared, busy machine makes small
-    ops 10x slower. Restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         shard = _videos()[rank::WORLD_SIZE]  # rank 0: 3 videos, rank 1: 2 videos
         torch.save(_run(shard), f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # leave together: a rank tearing gloo down while the other still talks to it aborts (seen once)
     finally:
         dist.destroy_process_group()
 

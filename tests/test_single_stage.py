@@ -10,10 +10,6 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_bench import backends, make_cfg, structured  # the bench tests' stand-in metric networks
-from test_generate import _speech
-from test_l2i import TINY, TINY_NET
-from test_l2i import one_thread  # noqa: F401 (autouse: one intra-op thread for these tiny tensors)
 
 from dreamhead_lit.config import ConfigError, load_config
 from dreamhead_lit.data.audio import build_feature_extractor, windows_for_frames
@@ -23,6 +19,12 @@ from dreamhead_lit.lit.l2i import L2IDiffusion, Stage2Config
 from dreamhead_lit.models.unet import L2IUNet
 from dreamhead_lit.pipeline import GenerationError, generate
 from dreamhead_lit.video import probe_video
+
+from test_bench import backends, make_cfg, structured  # the bench tests' stand-in metric networks
+from test_generate import _speech
+from test_l2i import TINY, TINY_NET
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 AUDIO_NET = {**TINY_NET, "condition": "audio"}
 

@@ -46,8 +46,6 @@ REGISTRY_FILE = "ablations/components.yaml"
 STAGES = ("stage1", "stage2")
 FULL = "full"
 FULL_ONE_SHOT = "full_one_shot"  # the full model benched one-shot: the like-for-like row for a one-shot variant
-# keys that name or locate a run rather than define it: two runs that differ only here are the same experiment
-_RUN_IDENTITY_KEYS = ("name", "ckpt_path", "runs_root")
 # stage-1 landmark columns of the ablation table: (column, key in evaluate_stage1's rows, heading, higher is better);
 # "lm_" keeps them apart from the bench's columns of the same metric measured on the videos
 _LANDMARK_COLUMNS = (("lm_lmd_mouth", "lmd_mouth", "M-LMD (lm)", False),
@@ -125,22 +123,6 @@ def _schema(stage: str) -> type:
     return stage_specs()[stage].schema
 
 
-def _comparable(cfg: DictConfig | dict, schema: type) -> dict:
-    """The config as the schema reads it (defaults filled in for keys added since it was saved), minus run identity."""
-    merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
-    out = OmegaConf.to_container(merged, resolve=True)
-    for key in _RUN_IDENTITY_KEYS:
-        out.pop(key, None)
-    return out
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
 @dataclass
 class RunPlan:
     """A training run the ablation needs: where it is and whether it must still be trained."""
@@ -158,11 +140,11 @@ class RunPlan:
 def plan_run(stage: str, size: str, name: str, overrides: list[str]) -> RunPlan:
     """The run of ``stage`` configured by ``<stage>/<size>.yaml`` + ``overrides``: an existing finished run with the
     same config, else ``runs/<stage>/<name>`` (resumed when it holds a checkpoint of the same config)."""
-    from .train import DONE_FILE
+    from .train import DONE_FILE, comparable_config, config_differences
 
     schema = _schema(stage)
     cfg = load_config(f"{stage}/{size}.yaml", [*overrides, f"name={name}"], schema=schema)
-    wanted = _comparable(cfg, schema)
+    wanted = comparable_config(cfg, schema)
     root = resolve_path(cfg.runs_root) / stage
     own = root / name
     candidates = sorted(root.glob("*/config.yaml"), key=lambda p: (p.parent != own, p.parent.name))
@@ -171,13 +153,13 @@ def plan_run(stage: str, size: str, name: str, overrides: list[str]) -> RunPlan:
         if not (run / DONE_FILE).is_file():
             continue
         try:
-            same = _comparable(OmegaConf.load(path), schema) == wanted
+            same = comparable_config(OmegaConf.load(path), schema) == wanted
         except Exception:  # a config saved by an older schema that no longer merges: not the same experiment
             same = False
         if same:
             return RunPlan(stage, cfg, run, "reused")
     if (own / "config.yaml").is_file() and any((own / "checkpoints").glob("*.ckpt")):
-        diff = _differences(_comparable(OmegaConf.load(own / "config.yaml"), schema), wanted)
+        diff = config_differences(comparable_config(OmegaConf.load(own / "config.yaml"), schema), wanted)
         if diff:
             raise AblationError(f"{own} holds a run with a different config ({', '.join(diff[:6])}); remove it or pass "
                                 f"--name to start this ablation under another name")

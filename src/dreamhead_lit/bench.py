@@ -180,6 +180,7 @@ class MethodConfig:
     steps: int | None = None  # None: the checkpoint's configured number of steps
     seed: int = 0
     batch_size: int = 16  # frames sampled together by stage 2
+    emotion_label: bool = True  # dreamhead: give stage 1 the clip's emotion label when the dataset has one (MEAD)
 
 
 @dataclass
@@ -570,7 +571,14 @@ class _StageMethod(Method):
 
         c = self.cfg
         generate(audio=clip.audio, ref=ref, out=out, stage1=stage1, stage2=self.stage2, sampler=c.sampler,
-                 steps=c.steps, seed=c.seed, batch_size=c.batch_size, progress=False)
+                 steps=c.steps, seed=c.seed, batch_size=c.batch_size, progress=False,
+                 emotion=self.emotion_of(clip) if stage1 is not None else None)
+
+    def emotion_of(self, clip: TestClip) -> str | None:
+        """The clip's emotion label for stage 1 (``emotion_label``), or None ("unknown")."""
+        from .data.clip import EMOTIONS
+
+        return clip.record.emotion if self.cfg.emotion_label and clip.record.emotion in EMOTIONS else None
 
 
 @register_method("dreamhead")
@@ -596,11 +604,16 @@ class DreamHeadMethod(_StageMethod):
             given = ("the clip's frames with the lower face masked" if mode == "dubbing"
                      else "the clip's first frame as appearance")
             return (f"dubbing (the paper's protocol): pose and background from the test clip, speech from its audio; "
-                    f"stage 2 (mode={mode}) is given {given}")
-        return f"one-shot: the clip's first frame only (pose frozen), speech from its audio; stage 2 mode={mode}"
+                    f"stage 2 (mode={mode}) is given {given}; {self._emotion_note()}")
+        return (f"one-shot: the clip's first frame only (pose frozen), speech from its audio; stage 2 mode={mode}; "
+                f"{self._emotion_note()}")
+
+    def _emotion_note(self) -> str:
+        return ("stage 1 is given the clip's emotion label where the dataset has one" if self.cfg.emotion_label
+                else "stage 1 speaks with the emotion 'unknown'")
 
     def key(self) -> dict[str, Any]:
-        return {**super().key(), "protocol": self.cfg.protocol}
+        return {**super().key(), "protocol": self.cfg.protocol, "emotion_label": self.cfg.emotion_label}
 
     def generate(self, clip: TestClip, out: Path) -> None:
         from .pipeline import Reference
@@ -1134,7 +1147,12 @@ def run_bench(cfg: Any, *, backends: Backends | None = None, methods: dict[str, 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     try:
-        return _run(cfg, backends, methods, rank, world, start)
+        result = _run(cfg, backends, methods, rank, world, start)
+        if owns_group:  # rank 0 may still be writing the table: leave together (only on success: a failed rank exits)
+            import torch.distributed as dist
+
+            dist.barrier()
+        return result
     finally:
         torch.set_num_threads(threads)
         if owns_group:

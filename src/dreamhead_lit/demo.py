@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import resolve_path
+from .config import ConfigError, resolve_path
 
 REAL_DATA = Path("../shared/data/real")
 
@@ -24,6 +24,27 @@ REAL_DATA = Path("../shared/data/real")
 def _step(title: str) -> float:
     print(f"\n=== {title}", flush=True)
     return time.perf_counter()
+
+
+def sanity_checks(rows: dict[str, dict]) -> list[str]:
+    """The orderings a working demo shows on SynthTalk (ground truth >= DreamHead > static frame where speech shows),
+    one line each with its verdict: a quick read of whether this machine's models learned what they should."""
+
+    def value(method: str, col: str) -> float:
+        try:
+            return float(rows[method][col])
+        except (KeyError, TypeError, ValueError):
+            return float("nan")
+
+    lines = []
+    for col, name in (("ssim_mouth", "mouth SSIM"), ("lse_c", "sync confidence LSE-C")):
+        gt, dh, static = (value(m, col) for m in ("ground_truth", "dreamhead", "static_reference"))
+        ok = gt >= dh > static
+        lines.append(f"{'ok ' if ok else 'NOT'} ground truth {gt:.3f} >= DreamHead {dh:.3f} > static frame {static:.3f} "
+                     f"on {name}")
+    dh, static = value("dreamhead", "lmd_mouth"), value("static_reference", "lmd_mouth")
+    lines.append(f"{'ok ' if dh < static else 'NOT'} DreamHead M-LMD {dh:.3f} < static frame {static:.3f}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("landmarker", "syncnet"):  # dlib and official SyncNet cannot score SynthTalk's rendered faces
         if evaluators.main([kind, "--if-needed"]) != 0:
             return 2
-    if bench.main(["--config", "bench/demo.yaml"]) != 0:
+    try:
+        result = bench.run_bench(bench.load_bench_config("bench/demo.yaml"))
+    except (ConfigError, bench.BenchError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    print("\n".join(sanity_checks({row["method"]: row for row in result.table})))
     print(f"({time.perf_counter() - t:.0f} s)\n\ndemo outputs: {out}  |  TensorBoard: tensorboard --logdir runs")
     return 0
 

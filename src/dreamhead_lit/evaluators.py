@@ -818,10 +818,13 @@ def _trainer(cfg: DictConfig, out: Path, *, monitor: str, mode: str) -> L.Traine
 
     t = to_container(cfg.trainer)
     extra = t.pop("extra", {}) or {}
+    from .train import LastCheckpoint
+
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-step{step}", monitor=monitor, mode=mode,
-                           save_last=True, save_top_k=1, auto_insert_metric_name=False)
+                           save_top_k=1, auto_insert_metric_name=False)
     logger = TensorBoardLogger(save_dir=str(out.parent), name=out.name, version="", default_hp_metric=False)
-    return L.Trainer(default_root_dir=str(out), logger=logger, callbacks=[ckpt], **t, **extra)
+    return L.Trainer(default_root_dir=str(out), logger=logger, callbacks=[ckpt, LastCheckpoint(out / "checkpoints" / "last.ckpt")],
+                     **t, **extra)
 
 
 def _prepare_run(kind: str, cfg: DictConfig, *, resume: bool) -> tuple[Path, str | None]:

@@ -16,6 +16,7 @@ import sys
 
 from .config import resolve_path
 from .data.audio import AudioError
+from .data.clip import EMOTIONS
 from .pipeline import GenerationError, generate, load_stage
 
 
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="sampling steps (default: each model's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16, help="frames generated at once")
+    parser.add_argument("--emotion", choices=EMOTIONS, help="speaking emotion for a stage 1 trained with MEAD-style "
+                                                            "labels (default: unknown)")
     args = parser.parse_args(argv)
     from .train import latest_checkpoint
 
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         stage1 = _stage1_for(stage2, stage2_path, args.stage1, args.runs_root)
         path = generate(audio=resolve_path(args.audio), ref=resolve_path(args.ref), out=out, stage1=stage1,
                         stage2=stage2, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, emotion=args.emotion)
     except (AudioError, GenerationError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -251,8 +251,19 @@ def _rasterizer(info: dict, size: int):
                                            regions=regions, size=size, sigma=sigma)
 
 
+def emotion_index(emotion: str | None) -> int | None:
+    """The emotion code of a MEAD emotion name (None stays None: "unknown")."""
+    from .data.clip import EMOTIONS
+
+    if emotion is None:
+        return None
+    if emotion not in EMOTIONS:
+        raise GenerationError(f"unknown emotion {emotion!r}: one of {', '.join(EMOTIONS)}")
+    return EMOTIONS.index(emotion)
+
+
 def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarray, order: np.ndarray, rast, *,
-                      seed: int, sampler: str | None, steps: int | None, progress: bool):
+                      seed: int, sampler: str | None, steps: int | None, progress: bool, emotion: int | None):
     """Stage 1 on the audio, posed like the reference: a function from frame indices to their landmark images."""
     num_frames = len(order)
     info1 = a2l.data_info
@@ -260,7 +271,7 @@ def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarra
     template = np.asarray(info1["canonical_template68"], dtype=np.float32)
     canon_ref, to_image = canonicalize(reference.landmarks, reference.landmarks68, template68=template)
     idx1 = np.asarray(info1["point_index"])
-    canon = a2l.generate(samples, ref_landmarks=canon_ref[0][idx1], num_frames=num_frames, seed=seed,
+    canon = a2l.generate(samples, ref_landmarks=canon_ref[0][idx1], emotion=emotion, num_frames=num_frames, seed=seed,
                          sampler=sampler, steps=steps, progress=progress).cpu().numpy()  # (F, N1, 2)
     full = np.repeat(canon_ref[:1], num_frames, 0)  # points stage 1 does not produce keep the reference's
     full[:, idx1] = canon
@@ -286,8 +297,12 @@ def generate(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
+    emotion: str | None = None,
 ) -> Path:
     """Write a talking-head mp4 for ``audio`` in the reference's appearance. Returns the mp4 path.
+
+    ``emotion``: one of MEAD's eight (``data.clip.EMOTIONS``) for a stage 1 trained with emotion codes; None speaks
+    with the emotion "unknown".
 
     ``stage1`` / ``stage2`` are checkpoint paths or loaded modules. A stage-2 model trained with
     ``model.condition=audio`` (the ``landmark_hierarchy`` ablation) makes the frames from the audio directly and takes
@@ -325,7 +340,7 @@ def generate(
         targets = lambda sel: windows[sel]  # noqa: E731
     else:
         targets = _landmark_targets(a2l, info2, reference, samples, order, rast, seed=seed, sampler=sampler,
-                                    steps=steps, progress=progress)
+                                    steps=steps, progress=progress, emotion=emotion_index(emotion))
     to_tensor = lambda f: torch.from_numpy(np.array(f)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731 (a copy)
     ref_frame = to_tensor(reference.frames[:1])
     ref_lm_image = rast(reference.landmarks[:1])

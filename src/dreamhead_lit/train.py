@@ -19,13 +19,16 @@ from typing import Any, Callable
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, load_config, resolve_path, run_dir, save_resolved_config, to_container
 from .data.clip import ClipError, atomic_write_text
 
 RUN_DIR_ENV = "DREAMHEAD_RUN_DIR"  # set by rank 0 so DDP worker processes use the same run directory
 DONE_FILE = "done.json"  # written when a run reaches its max_steps; marks it reusable
+# keys that name, locate or display a run rather than define it: two runs differing only here are the same experiment
+NOT_THE_EXPERIMENT = ("name", "ckpt_path", "runs_root", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                      "trainer.log_every_n_steps")
 
 
 @dataclass
@@ -66,11 +69,24 @@ def stage_specs() -> dict[str, StageSpec]:
     return specs
 
 
-class CheckpointOnInterrupt(Callback):
-    """Ctrl-C (or a scheduler's SIGTERM turned into KeyboardInterrupt) saves last.ckpt, so `ckpt_path=last` resumes."""
+class LastCheckpoint(Callback):
+    """``last.ckpt`` after every validation, at the end of training and on Ctrl-C (or a scheduler's SIGTERM turned
+    into KeyboardInterrupt), so ``ckpt_path=last`` resumes and a finished run's last.ckpt is its final step.
+
+    Lightning 2.6's ``ModelCheckpoint(save_last=True)`` only copies a checkpoint it has just saved: when the last
+    validation did not improve the monitored metric, last.ckpt stayed at an earlier step while done.json reported the
+    final one.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.global_step > 0:
@@ -137,10 +153,10 @@ def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: Dic
     extra = t.pop("extra", {}) or {}
     ckpt_dir = out / "checkpoints"
     callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=spec.monitor, mode=spec.mode, save_last=True, save_top_k=1,
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=spec.monitor, mode=spec.mode, save_top_k=1,
                         auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="step"),
-        CheckpointOnInterrupt(ckpt_dir / "last.ckpt"),
+        LastCheckpoint(ckpt_dir / "last.ckpt"),
         *callbacks,
     ]
     logger = TensorBoardLogger(save_dir=str(out.parent), name=out.name, version="", default_hp_metric=False)
@@ -152,6 +168,37 @@ def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: Dic
         print(f"\n{stage} run: {out}\n  checkpoints: {ckpt_dir}\n  steps: {trainer.global_step}")
         for k, v in sorted(metrics.items()):
             print(f"  {k}: {v}")
+
+
+def comparable_config(cfg: DictConfig | dict, schema: type) -> dict:
+    """The config as ``schema`` reads it (defaults filled in for keys added since it was saved), without the keys of
+    :data:`NOT_THE_EXPERIMENT`: equal results mean the same experiment."""
+    merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    out = OmegaConf.to_container(merged, resolve=True)
+    for dotted in NOT_THE_EXPERIMENT:
+        *parents, last = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config containers."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in config_differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _describe_differences(saved: dict, wanted: dict, keys: list[str]) -> str:
+    def get(tree: Any, dotted: str) -> Any:
+        for p in dotted.split("."):
+            tree = tree.get(p) if isinstance(tree, dict) else None
+        return tree
+
+    return ", ".join(f"{k}: {get(saved, k)!r} there, {get(wanted, k)!r} now" for k in keys[:6])
 
 
 def latest_checkpoint(stage: str, *, runs_root: str = "runs", name: str | None = None) -> Path:
@@ -185,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.if_needed:
             existing = run_dir(args.stage, cfg.name, runs_root=cfg.runs_root)
             if (existing / DONE_FILE).is_file():
-                print(f"{args.stage} run {existing} is complete ({DONE_FILE}); not retraining")
+                print(f"{args.stage} run {existing} is complete ({DONE_FILE}); not retraining", flush=True)
+                schema = specs[args.stage].schema
+                saved, wanted = (comparable_config(c, schema) for c in (OmegaConf.load(existing / "config.yaml"), cfg))
+                diff = config_differences(saved, wanted)
+                if diff:  # a finished run is kept, but never silently taken for the current config
+                    print(f"warning: it was trained with another config ({_describe_differences(saved, wanted, diff)});"
+                          f" remove it or pass another name= to train the current one", file=sys.stderr)
                 return 0
             if (existing / "checkpoints" / "last.ckpt").is_file() and not cfg.ckpt_path:
                 print(f"resuming the interrupted {args.stage} run {existing}")
