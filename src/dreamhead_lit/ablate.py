@@ -501,6 +501,7 @@ def run_ablation(settings: AblationSettings, *, backends: Any = None, log=print)
     out.mkdir(parents=True, exist_ok=True)
     results = [run_seed(settings, vs, seed, out, backends=backends, log=log) for seed in settings.seeds]
     refs = [(k, row["label"]) for k, row in results[0].bench.items() if k not in {v.name for v in vs}]
+    refs.sort(key=lambda ref: ref[0] != FULL_ONE_SHOT)  # the one-shot full model first: it is a baseline, not a bound
     rows = summarise(vs, results, refs)
     md = markdown_table(settings, vs, results, rows, registry, time.perf_counter() - start)
     atomic_write_text(out / "table.md", md + "\n")
