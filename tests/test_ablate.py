@@ -161,3 +161,26 @@ def test_if_needed_keeps_a_finished_run_but_says_when_its_config_differs(tiny_sy
     captured = capsys.readouterr()
     assert "not retraining" in captured.out
     assert "trainer.max_steps: 1 there, 2 now" in captured.err and "name=" in captured.err
+
+
+def test_data_option_takes_a_config_group_or_a_dataset_folder(tmp_path):
+    group = AblationSettings(drop=["cfg"], data="hdtf", seeds=[0, 1])
+    assert group.data_overrides == ["data=hdtf"] and group.run_name == "demo-hdtf-cfg-s0-1"
+    folder = AblationSettings(drop=["cfg", "ema"], data=str(tmp_path / "my_set"), size="paper")
+    assert folder.data_overrides == [f"data.root={tmp_path / 'my_set'}"] and folder.run_name == "paper-my_set-cfg+ema-s0"
+    assert AblationSettings(drop=["ema"]).data_overrides == []
+
+
+def test_ctrl_c_during_training_says_how_to_continue(tiny_synth, tmp_path, monkeypatch, capsys):
+    """Lightning ends the process with sys.exit(1) after a graceful Ctrl-C (last.ckpt saved): the harness turns that
+    into its own message and exit code 130; the same command then resumes (see the resume test above)."""
+    import dreamhead_lit.train as train
+
+    def interrupted_fit(stage, cfg, **_):
+        raise SystemExit(1)
+
+    monkeypatch.setattr(train, "fit", interrupted_fit)
+    s = _settings(tiny_synth, tmp_path)
+    args = ["--drop", "temporal_smooth", "--out-root", s.out_root, *s.overrides, *(f"--bench={b}" for b in s.bench_overrides)]
+    assert main(args) == 130
+    assert "run the same command again to continue" in capsys.readouterr().err

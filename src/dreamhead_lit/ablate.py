@@ -175,9 +175,12 @@ def ensure_trained(plan: RunPlan) -> Path:
         cfg = plan.cfg.copy()
         if plan.state == "resume":
             cfg.ckpt_path = "last"
-        fit(plan.stage, cfg)
+        try:
+            fit(plan.stage, cfg)
+        except SystemExit as stop:  # Lightning ends the process with sys.exit(1) after a graceful Ctrl-C
+            raise KeyboardInterrupt from stop
         if not (plan.run_dir / DONE_FILE).is_file():
-            raise KeyboardInterrupt  # the trainer stopped early (Ctrl-C is caught by Lightning): stop here too
+            raise KeyboardInterrupt  # the trainer stopped early without finishing: stop here too
         plan.state = "trained"
     return plan.run_dir / "checkpoints" / "last.ckpt"
 
@@ -525,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "training and bench alike")
     parser.add_argument("--name", help="results folder under benchmarks/results/ablations/ (default from the request)")
     parser.add_argument("--registry", help=f"registry file (default experiments/{REGISTRY_FILE})")
+    parser.add_argument("--out-root", default=AblationSettings.out_root, help="where results folders go")
     parser.add_argument("--bench", action="append", default=[], metavar="KEY=VALUE",
                         help="a bench config override (repeatable), e.g. --bench max_clips=4")
     parser.add_argument("overrides", nargs="*",
@@ -536,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_registry(registry))
             return 0
         settings = AblationSettings(drop=args.drop, seeds=args.seeds, size=args.size, data=args.data, name=args.name,
-                                    overrides=args.overrides, bench_overrides=args.bench, registry=args.registry)
+                                    overrides=args.overrides, bench_overrides=args.bench, registry=args.registry,
+                                    out_root=args.out_root)
         run_ablation(settings)
     except (AblationError, ConfigError, ClipError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
