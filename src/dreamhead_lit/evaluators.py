@@ -201,6 +201,20 @@ def evaluator_run_dir(kind: str, data_root: str | Path, *, runs_root: str | Path
     return resolve_path(runs_root) / EVALUATORS_DIR / (name or f"{kind}-{resolve_path(data_root).name}")
 
 
+def _load_final(path: str | Path, filename: str, *, what: str, kind: str) -> tuple[Path, dict]:
+    """(file, contents) of a finished evaluator run's ``filename``, from its run folder or the file itself.
+
+    Raises:
+        FileNotFoundError: no finished run there, with the command that trains one.
+    """
+    p = Path(path)
+    file = p / filename if p.is_dir() or not p.suffix else p
+    if not file.is_file():
+        raise FileNotFoundError(f"no {what} at {file}: train one with `make train-{kind}` "
+                                f"(python -m dreamhead_lit.evaluators {kind} data.root=<dataset>)")
+    return file, torch.load(file, map_location="cpu", weights_only=False)
+
+
 def _cosine_schedule(opt: torch.optim.Optimizer, o: EvalOptimConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < o.warmup_steps:
@@ -453,14 +467,7 @@ class TrainedLandmarker:
         Raises:
             FileNotFoundError: no finished run there, with the command that trains one.
         """
-        p = Path(path)
-        file = p / LANDMARKER_FILE if p.is_dir() or not p.suffix else p
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"no trained landmarker at {file}: train one with `make train-landmarker` "
-                f"(python -m dreamhead_lit.evaluators landmarker data.root=<dataset>)"
-            )
-        blob = torch.load(file, map_location="cpu", weights_only=False)
+        file, blob = _load_final(path, LANDMARKER_FILE, what="trained landmarker", kind="landmarker")
         net = LandmarkNet(**blob["net"])
         net.load_state_dict(blob["state_dict"])
         err = blob.get("val_err_px")
@@ -614,14 +621,7 @@ class TrainedSyncExpert(SyncNetExpert):
         Raises:
             FileNotFoundError: no finished run there, with the command that trains one.
         """
-        p = Path(path)
-        file = p / EXPERT_FILE if p.is_dir() or not p.suffix else p
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"no trained sync expert at {file}: train one with `make train-syncnet` "
-                f"(python -m dreamhead_lit.evaluators syncnet data.root=<dataset>)"
-            )
-        blob = torch.load(file, map_location="cpu", weights_only=False)
+        file, blob = _load_final(path, EXPERT_FILE, what="trained sync expert", kind="syncnet")
         model = ReducedSyncNet(width=blob["model"]["width"], embed_dim=blob["model"]["embed_dim"])
         model.load_state_dict(blob["state_dict"])
         acc = blob.get("offset_accuracy")
