@@ -94,6 +94,19 @@ class TrainerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RunConfig:
+    """What every training run's config has. A stage's schema adds the sections of its LightningModule, which
+    ``train.StageSpec.build`` hands to the module's ``from_datamodule`` (``model`` as ``net``)."""
+
+    name: str = "default"
+    seed: int = 0
+    runs_root: str = "runs"
+    ckpt_path: str | None = None  # "last" resumes runs/<stage>/<name>/checkpoints/last.ckpt
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,16 +12,16 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, load_config, resolve_path, run_dir, save_resolved_config, to_container
+from .config import ConfigError, RunConfig, load_config, resolve_path, run_dir, save_resolved_config, to_container
 from .data.clip import ClipError, atomic_write_text
 
 RUN_DIR_ENV = "DREAMHEAD_RUN_DIR"  # set by rank 0 so DDP worker processes use the same run directory
@@ -33,40 +33,29 @@ NOT_THE_EXPERIMENT = ("name", "ckpt_path", "runs_root", "trainer.enable_progress
 
 @dataclass
 class StageSpec:
-    """What differs between the stages: config schema, data stage, module builder and the metric to monitor."""
+    """What differs between the stages: config schema, data stage, LightningModule and the metric to monitor."""
 
-    schema: type
+    schema: type  # a RunConfig whose other sections are the module's from_datamodule arguments
     data_stage: str
-    build: Callable[[DictConfig, Any], L.LightningModule]
+    module: type[L.LightningModule]
     monitor: str  # the validation metric that picks best-*.ckpt
     mode: str  # "min" or "max" for that metric
 
-
-def _build_stage1(cfg: DictConfig, dm) -> L.LightningModule:
-    from .lit.a2l import A2LDiffusion
-
-    return A2LDiffusion.from_datamodule(
-        dm,
-        net=to_container(cfg.model),
-        loss=to_container(cfg.loss),
-        diffusion=to_container(cfg.diffusion),
-        optim=to_container(cfg.optim),
-        generation=to_container(cfg.generation),
-        validation=to_container(cfg.validation),
-    )
+    def build(self, cfg: DictConfig, dm: Any) -> L.LightningModule:
+        """The module for ``cfg`` and a set-up DataModule: each section beyond the run's own is an argument of
+        ``from_datamodule``, ``model`` under the name ``net``."""
+        run = {f.name for f in fields(RunConfig)}
+        sections = [f.name for f in fields(self.schema) if f.name not in run]
+        return self.module.from_datamodule(
+            dm, **{("net" if name == "model" else name): to_container(cfg[name]) for name in sections})
 
 
 def stage_specs() -> dict[str, StageSpec]:
-    from .lit.a2l import Stage1Config
+    from .lit.a2l import A2LDiffusion, Stage1Config
+    from .lit.l2i import L2IDiffusion, Stage2Config
 
-    specs = {"stage1": StageSpec(Stage1Config, "a2l", _build_stage1, "val/lmd_mouth", "min")}
-    try:
-        from .lit.l2i import Stage2Config, build_stage2
-
-        specs["stage2"] = StageSpec(Stage2Config, "l2i", build_stage2, "val/ssim_mouth", "max")
-    except ImportError:
-        pass
-    return specs
+    return {"stage1": StageSpec(Stage1Config, "a2l", A2LDiffusion, "val/lmd_mouth", "min"),
+            "stage2": StageSpec(Stage2Config, "l2i", L2IDiffusion, "val/ssim_mouth", "max")}
 
 
 class LastCheckpoint(Callback):
@@ -224,9 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=100 data=hdtf")
     args = parser.parse_intermixed_args(argv)
     specs = stage_specs()
-    if args.stage not in specs:
-        print(f"error: {args.stage} is not available in this version", file=sys.stderr)
-        return 2
     try:
         cfg = load_config(f"{args.stage}/{args.size}.yaml", args.overrides, schema=specs[args.stage].schema)
         if args.if_needed:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from ..config import DataConfig, TrainerConfig
+from ..config import RunConfig
 from ..data.audio import build_feature_extractor, windows_for_frames
 from ..diffusion import Inpaint, drop_condition
 from ..metrics.lmd import landmark_jitter
@@ -62,19 +62,13 @@ class ValidationConfig:
 
 
 @dataclass
-class Stage1Config:
-    name: str = "default"
-    seed: int = 0
-    runs_root: str = "runs"
-    ckpt_path: str | None = None  # "last" resumes runs/stage1/<name>/checkpoints/last.ckpt
-    data: DataConfig = field(default_factory=DataConfig)
+class Stage1Config(RunConfig):
     model: A2LNetConfig = field(default_factory=A2LNetConfig)
     loss: A2LLossConfig = field(default_factory=A2LLossConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     generation: A2LGenerationConfig = field(default_factory=A2LGenerationConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
 def landmark_distance(pred: Tensor, true: Tensor, points: list[int]) -> Tensor:

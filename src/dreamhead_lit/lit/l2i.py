@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from ..config import ConfigError, DataConfig, TrainerConfig, to_container
+from ..config import ConfigError, RunConfig
 from ..data.audio import build_feature_extractor, window_shape, windows_for_frames
 from ..data.landmarks import NUM_REGIONS
 from ..diffusion import drop_condition
@@ -71,17 +71,11 @@ class L2IValidationConfig(ValidationConfig):
 
 
 @dataclass
-class Stage2Config:
-    name: str = "default"
-    seed: int = 0
-    runs_root: str = "runs"
-    ckpt_path: str | None = None  # "last" resumes runs/stage2/<name>/checkpoints/last.ckpt
-    data: DataConfig = field(default_factory=DataConfig)
+class Stage2Config(RunConfig):
     model: L2INetConfig = field(default_factory=L2INetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     validation: L2IValidationConfig = field(default_factory=L2IValidationConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
 def to_unit(images: Tensor) -> Tensor:
@@ -424,16 +418,5 @@ class L2IDiffusion(DiffusionLitModule):
         return rows
 
 
-def build_stage2(cfg, dm) -> L2IDiffusion:
-    """The stage-2 module for a ``Stage2Config`` and a set-up ``TalkingHeadDataModule(stage="l2i")`` (train.py)."""
-    return L2IDiffusion.from_datamodule(
-        dm,
-        net=to_container(cfg.model),
-        diffusion=to_container(cfg.diffusion),
-        optim=to_container(cfg.optim),
-        validation=to_container(cfg.validation),
-    )
-
-
-__all__ = ["L2IDiffusion", "L2INetConfig", "L2IValidationConfig", "Stage2Config", "audio_image", "build_stage2",
+__all__ = ["L2IDiffusion", "L2INetConfig", "L2IValidationConfig", "Stage2Config", "audio_image",
            "frame_scores", "example_grid"]
