@@ -136,6 +136,10 @@ class RunPlan:
     def name(self) -> str:
         return self.run_dir.name
 
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
+
 
 def plan_run(stage: str, size: str, name: str, overrides: list[str]) -> RunPlan:
     """The run of ``stage`` configured by ``<stage>/<size>.yaml`` + ``overrides``: an existing finished run with the
@@ -167,8 +171,8 @@ def plan_run(stage: str, size: str, name: str, overrides: list[str]) -> RunPlan:
     return RunPlan(stage, cfg, own, "train")
 
 
-def ensure_trained(plan: RunPlan) -> Path:
-    """Train (or resume) the planned run unless it is reused; returns its ``last.ckpt``."""
+def ensure_trained(plan: RunPlan) -> None:
+    """Train (or resume) the planned run unless it is reused."""
     from .train import DONE_FILE, fit
 
     if plan.state != "reused":
@@ -182,7 +186,6 @@ def ensure_trained(plan: RunPlan) -> Path:
         if not (plan.run_dir / DONE_FILE).is_file():
             raise KeyboardInterrupt  # the trainer stopped early without finishing: stop here too
         plan.state = "trained"
-    return plan.run_dir / "checkpoints" / "last.ckpt"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -281,17 +284,13 @@ def _needed(plans: dict[str, dict[str, RunPlan]], vs: list[Variant]) -> list[Run
     return list(seen.values())
 
 
-def _fingerprint(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def landmark_scores(ckpt: Path, out_dir: Path, seed: int) -> dict[str, float]:
     """Stage-1 figures of a checkpoint on the test split, cached by the checkpoint's fingerprint."""
+    from .bench import file_fingerprint
     from .evaluate import evaluate_stage1
 
     cache = out_dir / "scores.json"
-    key = _fingerprint(ckpt)
+    key = file_fingerprint(ckpt)
     if cache.is_file():
         blob = json.loads(cache.read_text())
         if blob.get("checkpoint") == key:
@@ -321,8 +320,8 @@ def bench_config(settings: AblationSettings, vs: list[Variant], plans: dict[str,
     for v in vs:
         m = OmegaConf.merge(template, {}) if template is not None else OmegaConf.create({})
         m.kind, m.label = v.method, v.label
-        m.stage1 = str(plans[v.name]["stage1"].run_dir.name) if "stage1" in v.stages else None
-        m.stage2 = str(plans[v.name]["stage2"].run_dir.name)
+        m.stage1 = plans[v.name]["stage1"].name if "stage1" in v.stages else None
+        m.stage2 = plans[v.name]["stage2"].name
         methods[v.name] = m
         if template is not None and _one_shot(v, plans, template.protocol):
             v.baseline = FULL_ONE_SHOT
@@ -355,9 +354,8 @@ def run_seed(settings: AblationSettings, vs: list[Variant], seed: int, out: Path
     for v in vs:
         if "stage1" in v.stages:
             plan = plans[v.name]["stage1"]
-            log(f"[seed {seed}] stage-1 landmarks of {v.label} ({plan.run_dir.name})")
-            landmarks[v.name] = landmark_scores(plan.run_dir / "checkpoints" / "last.ckpt",
-                                                out / "landmarks" / f"{plan.run_dir.name}", seed)
+            log(f"[seed {seed}] stage-1 landmarks of {v.label} ({plan.name})")
+            landmarks[v.name] = landmark_scores(plan.checkpoint, out / "landmarks" / plan.name, seed)
     log(f"[seed {seed}] bench: {', '.join(v.label for v in vs)}")
     result = run_bench(bench_config(settings, vs, plans, seed, out), backends=backends)
     errors = {m: s["errors"] for m, s in result.stats.items() if s["errors"]}

@@ -333,7 +333,8 @@ def register_method(kind: str) -> Callable[[type[Method]], type[Method]]:
     return deco
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """What identifies a file's version for the caches (bench clips, ablation landmark scores): path, size, mtime."""
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -479,7 +480,7 @@ class FolderMethod(Method):
 
     def clip_key(self, clip: TestClip) -> dict[str, Any]:
         path = self.folder / f"{clip.id}.mp4"
-        return {"file": _fingerprint(path)} if path.is_file() else {"file": None}
+        return {"file": file_fingerprint(path)} if path.is_file() else {"file": None}
 
     def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
         path = self.folder / f"{clip.id}.mp4"
@@ -525,7 +526,7 @@ class _StageMethod(Method):
                                     f"{self.stage2_condition}: score it with kind {use}")
 
     def _source(self, module: Any, ckpt: Path | None) -> Any:
-        return _fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
+        return file_fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
 
     def key(self) -> dict[str, Any]:
         c = self.cfg
@@ -841,7 +842,7 @@ class Scorer:
             if choice == "dlib":
                 self.landmarker = DlibLandmarker(upsample_num_times=s.dlib_upsample)
                 name = "dlib 68 (shape_predictor_68_face_landmarks.dat)"
-                self.key_files["landmarker"] = _fingerprint(Path(self.landmarker.predictor_path))
+                self.key_files["landmarker"] = file_fingerprint(Path(self.landmarker.predictor_path))
             else:
                 from .evaluators import LANDMARKER_FILE, TrainedLandmarker, evaluator_run_dir
 
@@ -849,7 +850,7 @@ class Scorer:
                        else resolve_path(choice))
                 self.landmarker = TrainedLandmarker.load(run)
                 name = self.landmarker.name
-                self.key_files["landmarker"] = _fingerprint(run / LANDMARKER_FILE if run.is_dir() else run)
+                self.key_files["landmarker"] = file_fingerprint(run / LANDMARKER_FILE if run.is_dir() else run)
         norm: LMDNormalisation = s.normalisation  # type: ignore[assignment]
         res = s.report_resolution or self.resolution
         self.metrics["lmd"] = LMDMetric(normalisation=norm, resolution=res if norm == "pixels" else None,
@@ -879,11 +880,11 @@ class Scorer:
                             f"neither the official SyncNet nor a trained expert is available.\n{official_missing}\n"
                             f"Or: {no_trained}"
                         ) from no_trained
-                    self.key_files["sync_expert"] = _fingerprint(run / EXPERT_FILE)
+                    self.key_files["sync_expert"] = file_fingerprint(run / EXPERT_FILE)
             else:
                 path = run if s.expert == "trained" else resolve_path(s.expert)
                 expert = TrainedSyncExpert.load(path, device=self.device)
-                self.key_files["sync_expert"] = _fingerprint(path / EXPERT_FILE if path.is_dir() else path)
+                self.key_files["sync_expert"] = file_fingerprint(path / EXPERT_FILE if path.is_dir() else path)
         self.expert = _RecordingExpert(expert)
         self.metrics["sync"] = SyncMetric(self.expert, vshift=s.vshift, sync_on_compute=False)
         return expert.name
