@@ -87,3 +87,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def train_on_one_batch(loss_fn, params, *, lr: float, max_steps: int, factor: float) -> list[float]:
+    """Adam on ``loss_fn()`` until the mean of the last 10 losses is below the first 10's divided by ``factor`` (or
+    ``max_steps``); returns the losses, for the caller's assertion."""
+    import numpy as np
+    import torch
+
+    opt = torch.optim.Adam(params, lr=lr)
+    losses: list[float] = []
+    for _ in range(max_steps):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if np.mean(losses[-10:]) < np.mean(losses[:10]) / factor:
+            break
+    return losses

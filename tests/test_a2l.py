@@ -14,6 +14,8 @@ from dreamhead_lit.lit.a2l import A2LDiffusion, Stage1Config, landmark_distance,
 from dreamhead_lit.metrics.lmd import landmark_jitter
 from dreamhead_lit.train import fit, main
 
+from conftest import train_on_one_batch
+
 TINY = ["data.window=16", "data.batch_size=4", "data.windows_per_clip=2", "model.dim=32", "model.depth=1",
         "model.heads=2", "validation.max_batches=1", "diffusion.sample_steps=4", "validation.log_media=false",
         "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
@@ -45,16 +47,8 @@ def test_tiny_model_overfits_one_batch(dm):
     batch = next(iter(dm.train_dataloader()))
     x0 = module.encode(batch["landmarks"], batch["ref_landmarks"])
     cond = module._cond(batch, drop=torch.zeros(len(x0), dtype=torch.bool))
-    opt = torch.optim.Adam(module.net.parameters(), lr=2e-3)
-    losses = []
-    for step in range(400):
-        loss = module.diffusion.training_losses(module.net, x0, extra_args=cond)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if np.mean(losses[-10:]) < np.mean(losses[:10]) / 10:
-            break
+    losses = train_on_one_batch(lambda: module.diffusion.training_losses(module.net, x0, extra_args=cond)["loss"],
+                                module.net.parameters(), lr=2e-3, max_steps=400, factor=10)
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 10, (losses[:10], losses[-10:])
 
 

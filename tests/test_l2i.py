@@ -14,6 +14,8 @@ from dreamhead_lit.lit.l2i import L2IDiffusion, Stage2Config
 from dreamhead_lit.models.latent import MissingDependencyError, ModuleCodec, load_codec
 from dreamhead_lit.models.unet import L2IUNet
 
+from conftest import train_on_one_batch
+
 TINY_NET = {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [16],
             "head_channels": 8, "norm_groups": 4, "dropout": 0.0, "patch_size": 2}
 TINY = ["data.batch_size=4", "data.frames_per_clip=2", "data.num_workers=0", "model.base_channels=8", "model.channel_mult=[1,2]",
@@ -50,16 +52,8 @@ def test_tiny_model_overfits_one_batch(dm):
     batch = next(iter(dm.train_dataloader()))
     x0 = module.encode(batch["frame"])
     cond = {**module.batch_conditions(batch), "drop": torch.zeros(len(x0), dtype=torch.bool)}
-    opt = torch.optim.Adam(module.net.parameters(), lr=3e-3)
-    losses = []
-    for step in range(400):
-        loss = module.diffusion.training_losses(module.net, x0, extra_args=cond)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if np.mean(losses[-10:]) < np.mean(losses[:10]) / 10:
-            break
+    losses = train_on_one_batch(lambda: module.diffusion.training_losses(module.net, x0, extra_args=cond)["loss"],
+                                module.net.parameters(), lr=3e-3, max_steps=400, factor=10)
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 10, (losses[:10], losses[-10:])
 
 

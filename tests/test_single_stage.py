@@ -20,6 +20,7 @@ from dreamhead_lit.models.unet import L2IUNet
 from dreamhead_lit.pipeline import GenerationError, generate
 from dreamhead_lit.video import probe_video
 
+from conftest import train_on_one_batch
 from test_bench import backends, make_cfg, structured  # the bench tests' stand-in metric networks
 from test_generate import _speech
 from test_l2i import TINY, TINY_NET
@@ -114,16 +115,8 @@ def test_training_steps_reduce_the_loss_on_one_batch(dm):
     torch.manual_seed(0)
     module = audio_module(dm, diffusion={"cond_drop_prob": 0.1})  # the audio dropped as in training runs
     batch = next(iter(dm.train_dataloader()))
-    opt = torch.optim.Adam(module.net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(200):
-        loss = module.training_step(batch, 0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if np.mean(losses[-10:]) < np.mean(losses[:10]) / 4:
-            break
+    losses = train_on_one_batch(lambda: module.training_step(batch, 0), module.net.parameters(), lr=3e-3,
+                                max_steps=200, factor=4)
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 4, (losses[:10], losses[-10:])
 
 
