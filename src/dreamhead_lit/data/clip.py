@@ -12,12 +12,17 @@ A processed dataset is a folder::
 
 Writers build a clip in a hidden temporary folder and rename it into place, so an interrupted run never leaves a
 half clip that looks whole. ``validate_clip`` checks a clip cheaply (memory-mapped headers, no frame decoding) and
-raises ``ClipError`` naming the clip and what is wrong.
+raises ``ClipError`` naming the clip and what is wrong, including NaN/Inf in the landmarks or a float audio.wav.
+
+Clip ids are plain names (``check_clip_id``): an id is joined to ``clips/`` to read a clip and to write its feature
+cache, so ``../x`` or ``/x`` would reach outside the dataset. Every id read from index.jsonl or meta.json and every id
+given to ``clip_dir`` is checked.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -32,6 +37,9 @@ FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 FramesFormat = Literal["npy", "jpg"]
 EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")  # MEAD's eight
+# a clip id is one folder name: no separators, no leading dot (".", "..", hidden folders); room left for
+# write_clip's temporary ".<id>.XXXXXXXX.tmp" within the usual 255-byte name limit
+_CLIP_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 class ClipError(ValueError):
@@ -41,6 +49,16 @@ class ClipError(ValueError):
         super().__init__(f"clip {clip_id!r}: {problem}")
         self.clip_id = clip_id
         self.problem = problem
+
+
+def check_clip_id(clip_id: object, where: str) -> str:
+    """``clip_id`` if it is a plain folder name ([A-Za-z0-9._-], not starting with '.', at most 200 characters),
+    else ValueError naming the id and ``where`` it came from (a file, a file:line)."""
+    if isinstance(clip_id, str) and _CLIP_ID.fullmatch(clip_id):
+        return clip_id
+    raise ValueError(f"{where}: clip id {clip_id!r} is not a plain name (letters, digits, '.', '_', '-', not "
+                     "starting with '.', at most 200 characters); a clip id names a folder under clips/ and may not "
+                     "point elsewhere. Fix or remove that entry")
 
 
 @dataclass
@@ -57,11 +75,13 @@ class ClipRecord:
     source: str = ""
 
     @classmethod
-    def from_json(cls, data: dict) -> "ClipRecord":
+    def from_json(cls, data: dict, *, where: str = "index entry") -> "ClipRecord":
+        """A record from a JSON object (an index line, a meta.json); ``where`` names it in errors."""
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         missing = {"id", "identity", "split", "num_frames"} - known.keys()
         if missing:
-            raise ValueError(f"index entry {data!r} lacks {sorted(missing)}")
+            raise ValueError(f"{where}: entry {data!r} lacks {sorted(missing)}")
+        check_clip_id(known["id"], where)
         return cls(**known)
 
 
@@ -123,8 +143,8 @@ def read_index(root: Path) -> list[ClipRecord]:
         if not line.strip():
             continue
         try:
-            records.append(ClipRecord.from_json(json.loads(line)))
-        except (json.JSONDecodeError, ValueError, TypeError) as err:
+            records.append(ClipRecord.from_json(json.loads(line), where=f"{path}:{n}"))
+        except (json.JSONDecodeError, TypeError, AttributeError) as err:  # AttributeError: a line that is not an object
             raise ValueError(f"{path}:{n}: bad index line ({err})") from err
     return records
 
@@ -137,7 +157,8 @@ def read_dataset_info(root: Path) -> dict:
 
 
 def clip_dir(root: Path, clip_id: str) -> Path:
-    return Path(root) / "clips" / clip_id
+    """``root/clips/<id>``; ValueError when the id is not a plain name (it would lead outside ``root/clips``)."""
+    return Path(root) / "clips" / check_clip_id(clip_id, f"dataset {root}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,6 +173,11 @@ def write_clip(root: Path, clip: ClipData, *, frames_format: FramesFormat = "npy
     for name, arr in (("frames", clip.frames), ("landmarks", clip.landmarks), ("landmarks68", clip.landmarks68)):
         if len(arr) != t:
             raise ClipError(rec.id, f"refusing to write: {name} has {len(arr)} frames, record says {t}")
+    for name, arr, per_frame in (("landmarks", clip.landmarks, 1), ("landmarks68", clip.landmarks68, 1),
+                                 ("audio", clip.audio, SAMPLES_PER_FRAME)):
+        problem = nonfinite_problem(arr, name, per_frame=per_frame)
+        if problem:  # NaN would pass through the 16-bit wav unnoticed and poison training
+            raise ClipError(rec.id, f"refusing to write: {problem}")
     final = clip_dir(root, rec.id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{rec.id}.", suffix=".tmp", dir=final.parent))
@@ -199,6 +225,28 @@ def write_clip(root: Path, clip: ClipData, *, frames_format: FramesFormat = "npy
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def nonfinite_problem(arr: np.ndarray, name: str, *, per_frame: int = 1, chunk: int = 1 << 22) -> str | None:
+    """None when every value of ``arr`` is finite, else e.g. "landmarks.npy has 12 non-finite values (first at frame
+    3)". The first axis is time, ``per_frame`` entries of it per video frame (640 for 16 kHz audio). Scanned in chunks,
+    so a memory map is read once and never held whole."""
+    arr = np.asarray(arr)  # a memory map stays one (no copy)
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return None  # integer data is always finite
+    row = max(1, arr.size // max(1, len(arr)))
+    step = max(1, chunk // row)
+    count, first = 0, None
+    for start in range(0, len(arr), step):
+        bad = ~np.isfinite(np.asarray(arr[start:start + step]))
+        n = int(bad.sum())
+        if n and first is None:
+            first = start + int(np.argmax(bad.reshape(len(bad), -1).any(axis=1)))
+        count += n
+    if not count:
+        return None
+    what = "samples" if per_frame > 1 else "values"
+    return f"{name} has {count} non-finite {what} (first at frame {first // per_frame})"
+
+
 def _npy_shape(path: Path, clip_id: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of an .npy file, checking that the data is all there (truncation shows as a short file)."""
     if not path.is_file():
@@ -223,6 +271,10 @@ def validate_clip(root: Path, record: ClipRecord, *, num_landmarks: int | None =
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:
         raise ClipError(cid, f"meta.json is not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise ClipError(cid, f"{meta_path} holds {type(meta).__name__}, expected a JSON object")
+    if "id" in meta and meta["id"] != cid:  # a renamed or copied folder: the index and the clip disagree
+        raise ClipError(cid, f"{meta_path} names clip id {meta['id']!r}, but the clip's folder and record are {cid!r}")
     t = record.num_frames
     if t <= 0:
         raise ClipError(cid, f"index says num_frames={t}")
@@ -248,6 +300,10 @@ def validate_clip(root: Path, record: ClipRecord, *, num_landmarks: int | None =
     if any(n != t for n in lengths.values()):
         detail = ", ".join(f"{k} {v}" for k, v in lengths.items())
         raise ClipError(cid, f"inconsistent lengths: index says {t} frames but {detail}")
+    for name in ("landmarks.npy", "landmarks68.npy"):  # small next to the frames: read whole
+        problem = nonfinite_problem(np.load(d / name, mmap_mode="r"), name)
+        if problem:
+            raise ClipError(cid, problem)
     audio_path = d / "audio.wav"
     if not audio_path.is_file():
         raise ClipError(cid, f"missing file audio.wav (expected at {audio_path})")
@@ -265,6 +321,14 @@ def validate_clip(root: Path, record: ClipRecord, *, num_landmarks: int | None =
         raise ClipError(
             cid, f"audio is {info.frames / SAMPLE_RATE:.3f} s but {t} frames at {fps:g} fps last {t / fps:.3f} s"
         )
+    if info.subtype in ("FLOAT", "DOUBLE"):  # only float files can hold NaN/Inf: PCM is never read here
+        try:
+            samples, _ = sf.read(str(audio_path), dtype="float64" if info.subtype == "DOUBLE" else "float32")
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise ClipError(cid, f"audio.wav is unreadable ({err})") from err
+        problem = nonfinite_problem(samples, "audio.wav", per_frame=round(SAMPLE_RATE / fps))
+        if problem:
+            raise ClipError(cid, problem)
     return meta
 
 
