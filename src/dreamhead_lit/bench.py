@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoints import CheckpointError, safe_load
 from .config import ConfigError, DataConfig, resolve_path, save_resolved_config, to_container
 from .data.audio import SAMPLES_PER_FRAME
 from .data.clip import ClipError, ClipReader, ClipRecord, atomic_write_text, read_dataset_info, read_index, validate_clip
@@ -559,7 +560,7 @@ class _StageMethod(Method):
 
         if self._stage2 is None and self.ckpt2 is not None:
             if self._ckpt2_net is None:
-                blob = torch.load(self.ckpt2, map_location="cpu", weights_only=False)
+                blob = safe_load(self.ckpt2)
                 self._ckpt2_net = blob.get("hyper_parameters", {}).get("net", {}) or {}
             return str(self._ckpt2_net.get(name, getattr(L2INetConfig, name)))
         return str(getattr(self.stage2.net, name))
@@ -803,7 +804,7 @@ class Scorer:
             try:
                 label = getattr(self, f"_build_{name}")(b, data_root)
                 self.setup[name] = MetricSetup(name, True, label)
-            except (MissingWeightsError, FileNotFoundError, MethodUnavailable) as err:
+            except (MissingWeightsError, FileNotFoundError, MethodUnavailable, CheckpointError) as err:
                 self.setup[name] = MetricSetup(name, False, reason=str(err))
 
     # -- construction ---------------------------------------------------------------------------------------------
@@ -1495,7 +1496,7 @@ def load_bench_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import compose, experiments_dir, split_overrides
+    from .config import check_values, compose, experiments_dir, split_overrides
 
     p = Path(path)
     if not p.is_absolute() and not p.is_file():
@@ -1519,6 +1520,7 @@ def load_bench_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or getattr(err, "key", None)
         raise ConfigError(f"{where}: bad config key {key!r} ({str(err).splitlines()[0]})") from err
+    check_values(cfg)
     return cfg
 
 
@@ -1533,7 +1535,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.strict:
             cfg.strict = True
         result = run_bench(cfg)
-    except (ConfigError, BenchError, ClipError, MissingWeightsError, FileNotFoundError) as err:
+    except (ConfigError, BenchError, ClipError, MissingWeightsError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     errors = sum(s["errors"] for s in result.stats.values())

@@ -14,7 +14,9 @@ the wrong type is reported with its full key. Command-line overrides are ``key=v
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -220,7 +222,48 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, schema: type
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise _explain(err, str(path)) from err
+    check_values(cfg)
     return cfg
+
+
+# Value rules by key name (wherever the key sits), checked at load so a bad number stops the run before any work with
+# the key named, instead of a traceback deep inside (batch_size=-3) or a run of NaN (lr=nan).
+POSITIVE = {"batch_size", "lr", "sample_steps", "num_train_steps", "window", "accumulate_grad_batches",
+            "frames_per_clip", "windows_per_clip", "num_nodes", "max_clips", "steps"}
+NON_NEGATIVE = {"num_workers", "warmup_steps", "weight_decay", "audio_context", "guidance_scale", "reference_min_gap",
+                "landmark_sigma", "gradient_clip_val", "seed"}
+UNIT_INTERVAL = {"ema_decay", "min_lr_ratio"}  # and every key ending in _prob or _fraction
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # run names become folder names: no '/', no '..'
+
+
+def check_values(cfg: Any, prefix: str = "") -> None:
+    """Reject non-finite numbers anywhere, out-of-range values of the keys above, and a run ``name`` that is not a
+    plain folder name. Raises ConfigError naming the key and the rule."""
+    items = cfg.items() if isinstance(cfg, (dict, DictConfig)) else enumerate(cfg) if isinstance(cfg, (list, ListConfig)) else ()
+    for key, value in items:
+        full = f"{prefix}{key}"
+        if isinstance(value, (dict, DictConfig, list, ListConfig)):
+            check_values(value, f"{full}.")
+            continue
+        _check_value(str(key), full, value)
+
+
+def _check_value(key: str, full: str, value: Any) -> None:
+    if key == "name" and "." not in full and value is not None and not PLAIN_NAME.match(str(value)):
+        raise ConfigError(f"name={value!r}: a run name is a folder name under runs/ (letters, digits, '.', '_', '-'; "
+                          "no '/' and not starting with '.')")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{full}={value}: must be a finite number")
+    if key in POSITIVE and value <= 0:
+        raise ConfigError(f"{full}={value}: must be positive")
+    if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{full}={value}: must not be negative")
+    if (key in UNIT_INTERVAL or key.endswith(("_prob", "_fraction"))) and not 0 <= value <= 1:
+        raise ConfigError(f"{full}={value}: must be between 0 and 1")
+    if key == "max_steps" and value <= 0 and value != -1:
+        raise ConfigError(f"{full}={value}: must be positive (or -1 for no limit, with max_epochs)")
 
 
 def to_container(cfg: Any) -> Any:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from .checkpoints import load_module
 from .config import ConfigError, resolve_path, to_container
 from .data.clip import EMOTIONS, ClipError
 
@@ -52,7 +53,7 @@ def load_for_evaluation(cls, ckpt: Path, *, data_stage: str, split: str, overrid
     from .data.datamodule import TalkingHeadDataModule
 
     cfg = load_run_config(ckpt, overrides)
-    module = cls.load_from_checkpoint(ckpt, map_location="cpu")
+    module = load_module(cls, ckpt)
     d = cfg.get("diffusion", {})
     for key in ("sampler", "sample_steps", "guidance_scale"):
         if key in d:

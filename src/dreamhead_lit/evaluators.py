@@ -56,6 +56,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .checkpoints import SAFE_LOAD, load_module, safe_load
 from .config import ConfigError, DataConfig, TrainerConfig, load_config, resolve_path, save_resolved_config, to_container
 from .data.audio import SAMPLES_PER_FRAME
 from .data.clip import ClipError, ClipReader, atomic_write_text, read_dataset_info, read_index, validate_clip
@@ -212,7 +213,7 @@ def _load_final(path: str | Path, filename: str, *, what: str, kind: str) -> tup
     if not file.is_file():
         raise FileNotFoundError(f"no {what} at {file}: train one with `make train-{kind}` "
                                 f"(python -m dreamhead_lit.evaluators {kind} data.root=<dataset>)")
-    return file, torch.load(file, map_location="cpu", weights_only=False)
+    return file, safe_load(file, what=what)
 
 
 def _cosine_schedule(opt: torch.optim.Optimizer, o: EvalOptimConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -855,7 +856,7 @@ def _best_or_last(trainer: L.Trainer, module_cls: type[L.LightningModule]) -> L.
     cb = trainer.checkpoint_callback
     best = getattr(cb, "best_model_path", "") if cb is not None else ""
     if best and Path(best).is_file():
-        return module_cls.load_from_checkpoint(best, map_location="cpu")
+        return load_module(module_cls, best)
     return trainer.lightning_module.cpu()
 
 
@@ -883,7 +884,7 @@ def train_landmarker(cfg: DictConfig, *, resume: bool = False) -> Path:
                               optim=to_container(cfg.optim))
     trainer = _trainer(cfg, out, monitor="val/err_px", mode="min")
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt, **SAFE_LOAD)
     if trainer.interrupted:
         return out
     best = _best_or_last(trainer, LandmarkerModule).eval()
@@ -949,7 +950,7 @@ def train_sync_expert(cfg: DictConfig, *, resume: bool = False) -> Path:
                               eval_shifts=list(cfg.eval_shifts))
     trainer = _trainer(cfg, out, monitor="val/offset_acc", mode="max")
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt, **SAFE_LOAD)
     if trainer.interrupted:
         return out
     best = _best_or_last(trainer, SyncExpertModule).eval()

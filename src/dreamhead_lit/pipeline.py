@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoints import CheckpointError, load_module, safe_load
 from .data.audio import AudioError, load_audio
 from .data.clip import SAMPLES_PER_FRAME, ClipReader, ClipRecord, read_dataset_info
 from .data.landmarks import LandmarkTopology, apply_affine, canonicalize, lower_face_mask, rasterize_landmarks
@@ -48,14 +49,15 @@ class Reference:
 
 
 def load_stage(path: str | Path, stage: str):
-    """Load a checkpoint and check that it is the expected stage; returns the LightningModule in eval mode."""
+    """Load a checkpoint safely (weights only) and check that it is the expected stage; returns the LightningModule in
+    eval mode."""
     path = Path(path)
     if not path.is_file():
         raise GenerationError(f"checkpoint {path} not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file: say which file, keep the cause
-        raise GenerationError(f"{path} is not a readable checkpoint ({err})") from err
+        ckpt = safe_load(path)
+    except CheckpointError as err:
+        raise GenerationError(str(err)) from err
     found = ckpt.get("dreamhead", {}).get("stage") if isinstance(ckpt, dict) else None
     if found is None and isinstance(ckpt, dict):
         found = _infer_stage(ckpt)
@@ -67,7 +69,7 @@ def load_stage(path: str | Path, stage: str):
         from .lit.a2l import A2LDiffusion as cls
     else:
         from .lit.l2i import L2IDiffusion as cls
-    module = cls.load_from_checkpoint(path, map_location="cpu")
+    module = load_module(cls, path)
     if not module.data_info:
         module.data_info = _describe_from_run(path, stage)
     return module.eval()

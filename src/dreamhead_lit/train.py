@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,8 +22,10 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpoints import SAFE_LOAD, CheckpointError, read_header
 from .config import ConfigError, RunConfig, load_config, resolve_path, run_dir, save_resolved_config, to_container
 from .data.clip import ClipError, atomic_write_text
+from .lit.guards import NonFiniteError, NonFiniteGuard
 
 RUN_DIR_ENV = "DREAMHEAD_RUN_DIR"  # set by rank 0 so DDP worker processes use the same run directory
 DONE_FILE = "done.json"  # written when a run reaches its max_steps; marks it reusable
@@ -87,8 +90,10 @@ class LastCheckpoint(Callback):
 def choose_run_dir(stage: str, cfg: DictConfig) -> tuple[Path, str | None]:
     """The run directory and the checkpoint to resume from.
 
-    ``ckpt_path=last`` resumes ``runs/<stage>/<name>``; a path resumes that file in its own run. A new run whose name
-    is taken by a run with checkpoints gets the next free ``<name>-<k>`` instead of overwriting it.
+    ``ckpt_path=last`` resumes ``runs/<stage>/<name>``; a checkpoint inside a run under the runs root resumes that run.
+    A checkpoint anywhere else (a downloaded file, say) starts a new run under the runs root from it: nothing is ever
+    written beside the user's file. A new run whose name is taken by a run with checkpoints gets the next free
+    ``<name>-<k>`` instead of overwriting it.
     """
     env = os.environ.get(RUN_DIR_ENV)
     base = run_dir(stage, cfg.name, runs_root=cfg.runs_root)
@@ -97,33 +102,67 @@ def choose_run_dir(stage: str, cfg: DictConfig) -> tuple[Path, str | None]:
         if not last.is_file():
             raise ConfigError(f"ckpt_path=last: no checkpoint at {last}; train run {cfg.name!r} first or check name=")
         return last.parent.parent, str(last)
+    resume = None
     if cfg.ckpt_path:
         ckpt = resolve_path(cfg.ckpt_path)
         if not ckpt.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
-        return ckpt.parent.parent, str(ckpt)
+        _check_stage(ckpt, stage)
+        if env:
+            return Path(env), str(ckpt)
+        if _inside_run(ckpt, resolve_path(cfg.runs_root) / stage):
+            return ckpt.parent.parent, str(ckpt)
+        resume = str(ckpt)
     if env:
-        return Path(env), None
+        return Path(env), resume
     candidate, k = base, 0
     while (candidate / "checkpoints").is_dir() and any((candidate / "checkpoints").iterdir()):
         k += 1
         candidate = base.with_name(f"{cfg.name}-{k}")
-    return candidate, None
+    return candidate, resume
+
+
+def _inside_run(ckpt: Path, stage_root: Path) -> bool:
+    """Whether ``ckpt`` is ``<stage_root>/<name>/checkpoints/<file>`` (symbolic links resolved)."""
+    ckpt, stage_root = ckpt.resolve(), stage_root.resolve()
+    return ckpt.parent.name == "checkpoints" and ckpt.parent.parent.parent == stage_root
+
+
+def _check_stage(ckpt: Path, stage: str) -> None:
+    """A safe look at the checkpoint before anything is written: readable as data, and of this stage."""
+    try:
+        found = read_header(ckpt).get("stage")
+    except CheckpointError as err:
+        raise ConfigError(f"ckpt_path: {err}") from err
+    if found and found != stage:
+        raise ConfigError(f"ckpt_path={ckpt} is a {found} checkpoint; training {stage} needs a {stage} one")
 
 
 def fit(stage: str, cfg: DictConfig, *, callbacks: list[Callback] = ()) -> Path:
-    """Train a stage as configured; returns the run directory. ``callbacks`` are added to the standard ones."""
+    """Train a stage as configured; returns the run directory. ``callbacks`` are added to the standard ones.
+
+    A run that fails before its first checkpoint leaves no run directory behind (one it did not create is kept).
+    """
     spec = stage_specs()[stage]
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out, resume = choose_run_dir(stage, cfg)
     inherited = RUN_DIR_ENV in os.environ  # a DDP worker inherits the run directory from rank 0
+    created = not out.exists()
     os.environ[RUN_DIR_ENV] = str(out)
     try:
         _fit_in(out, resume, spec, stage, cfg, callbacks)
+    except BaseException:
+        if created and not inherited and not _has_checkpoints(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         if not inherited:
             os.environ.pop(RUN_DIR_ENV, None)
     return out
+
+
+def _has_checkpoints(out: Path) -> bool:
+    return (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("*.ckpt"))
 
 
 def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: DictConfig,
@@ -137,6 +176,7 @@ def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: Dic
     dm = TalkingHeadDataModule(stage=spec.data_stage, **to_container(cfg.data))
     dm.prepare_data()
     dm.setup("fit")
+    dm.require_splits(cfg.data.train_split, cfg.data.val_split)
     module = spec.build(cfg, dm)
     t = to_container(cfg.trainer)
     extra = t.pop("extra", {}) or {}
@@ -146,11 +186,12 @@ def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: Dic
                         auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="step"),
         LastCheckpoint(ckpt_dir / "last.ckpt"),
+        NonFiniteGuard(),
         *callbacks,
     ]
     logger = TensorBoardLogger(save_dir=str(out.parent), name=out.name, version="", default_hp_metric=False)
     trainer = L.Trainer(default_root_dir=str(out), logger=logger, callbacks=callbacks, **t, **extra)
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, **SAFE_LOAD)
     if trainer.is_global_zero and not trainer.interrupted:
         metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         atomic_write_text(out / DONE_FILE, json.dumps({"steps": trainer.global_step, "metrics": metrics}, indent=2))
@@ -230,9 +271,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"resuming the interrupted {args.stage} run {existing}")
                 cfg.ckpt_path = "last"
         fit(args.stage, cfg)
-    except (ConfigError, ClipError, FileNotFoundError) as err:
+    except (ConfigError, ClipError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -225,7 +225,8 @@ class LandmarkWindowDataset(_ClipDataset):
         audio = clip_windows(self._features(c), start, start + w, num_frames=reader.num_frames,
                              steps_per_frame=self.extractor.steps_per_frame, context=self.context)  # (W, K, D)
         landmarks, to_image = self.canonical(reader, start, start + w)
-        ref_clip = self.readers[self._other_clip(c, rng)]
+        ref_c = self._other_clip(c, rng)
+        ref_clip = self.readers[ref_c]
         ref_t = int(rng.integers(ref_clip.num_frames)) if rng is not None else 0
         ref, _ = self.canonical(ref_clip, ref_t, ref_t + 1)
         return {
@@ -235,6 +236,7 @@ class LandmarkWindowDataset(_ClipDataset):
             "to_image": torch.from_numpy(to_image),
             **self._labels(reader),
             "clip": torch.tensor(c, dtype=torch.long),
+            "ref_clip": torch.tensor(ref_c, dtype=torch.long),  # which clips a bad batch came from
             "start": torch.tensor(start, dtype=torch.long),
         }
 
@@ -272,13 +274,14 @@ class FrameDataset(_ClipDataset):
         pts = torch.from_numpy(np.asarray(points, dtype=np.float32)[self.ctx.point_index])
         return rasterize_landmarks(pts, regions=self.ctx.regions, size=self.ctx.resolution, sigma=self.sigma)
 
-    def _reference(self, c: int, t: int, rng: np.random.Generator | None) -> tuple[ClipReader, int]:
+    def _reference(self, c: int, t: int, rng: np.random.Generator | None) -> tuple[int, int]:
+        """(clip index, frame) of the reference: a far frame of the same clip, else a frame of another clip."""
         reader = self.readers[c]
         far = [s for s in range(reader.num_frames) if abs(s - t) >= self.gap]
         if far:
-            return reader, int(far[rng.integers(len(far))] if rng is not None else far[len(far) // 2])
-        other = self.readers[self._other_clip(c, rng)]
-        return other, int(rng.integers(other.num_frames)) if rng is not None else 0
+            return c, int(far[rng.integers(len(far))] if rng is not None else far[len(far) // 2])
+        other = self._other_clip(c, rng)
+        return other, int(rng.integers(self.readers[other].num_frames)) if rng is not None else 0
 
     def _item(self, index: int) -> dict:
         c, t = self.index[index]
@@ -290,7 +293,8 @@ class FrameDataset(_ClipDataset):
         if frame.shape[-1] != self.ctx.resolution:
             raise ClipError(reader.record.id, f"frames are {frame.shape[-1]} px, dataset.json says {self.ctx.resolution}")
         points = np.asarray(reader.landmarks[t], dtype=np.float32)
-        ref_reader, ref_t = self._reference(c, t, rng)
+        ref_c, ref_t = self._reference(c, t, rng)
+        ref_reader = self.readers[ref_c]
         ref_points = np.asarray(ref_reader.landmarks[ref_t], dtype=np.float32)
         sparse = torch.from_numpy(self.ctx.topology.sparse(points) if points.shape[0] != 68 else points)
         mask = lower_face_mask(sparse, size=self.ctx.resolution)
@@ -306,6 +310,7 @@ class FrameDataset(_ClipDataset):
                                   steps_per_frame=self.extractor.steps_per_frame, context=self.context)[0],
             **self._labels(reader),
             "clip": torch.tensor(c, dtype=torch.long),
+            "ref_clip": torch.tensor(ref_c, dtype=torch.long),
             "index": torch.tensor(t, dtype=torch.long),
         }
 
@@ -402,10 +407,23 @@ class TalkingHeadDataModule(L.LightningDataModule):
                             feature=h.audio_feature, context=h.audio_context)
 
     def _split(self, name: str) -> _ClipDataset:
+        from ..config import ConfigError
+
         if name not in self.datasets:
             have = sorted(self.datasets)
-            raise ValueError(f"split {name!r} has no usable clips in {self.root} (splits with clips: {have})")
+            skipped = f"; {len(self.skipped)} invalid clip(s) skipped" if self.skipped else ""
+            raise ConfigError(f"data.root={self.root}: split {name!r} has no usable clips (splits with clips: {have}"
+                              f"{skipped}); preprocess more videos or set data.{self._split_key(name)}")
         return self.datasets[name]
+
+    def require_splits(self, *names: str) -> None:
+        """Fail now, with the split and the dataset named, if any of ``names`` has no usable clip."""
+        for name in names:
+            self._split(name)
+
+    def _split_key(self, name: str) -> str:
+        h = self.hparams
+        return "train_split" if name == h.train_split else "val_split" if name == h.val_split else "test_splits"
 
     def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
         h = self.hparams
