@@ -460,8 +460,11 @@ def test_assign_splits_is_identity_disjoint_seeded_and_honours_fixed_and_mead_te
     assert sorted(s.values()) == ["test", "train", "train", "train", "val"]
     assert assign_splits(list(reversed(five))) == s  # order of discovery does not matter
     assert assign_splits(five, seed=1) != s or assign_splits(five, seed=2) != s
+    # each identity's split is its own seeded draw, the same among 20 identities as among 1000: about 80/10/10
     twenty = assign_splits([f"p{k}" for k in range(20)])
-    assert sorted(twenty.values()).count("test") == 2 and sorted(twenty.values()).count("val") == 2
+    thousand = assign_splits([f"p{k}" for k in range(1000)])
+    assert all(thousand[i] == split for i, split in twenty.items())
+    assert 70 <= list(thousand.values()).count("test") <= 130 and 70 <= list(thousand.values()).count("val") <= 130
     assert assign_splits(["a"]) == {"a": "train"} and sorted(assign_splits(["a", "b"]).values()) == ["train", "val"]
     mead = assign_splits(["M003", "M030", "W024", "M005", "W009", "W011"], held_out_test=("M003", "M030", "W024"))
     assert {k for k, v in mead.items() if v == "test"} == {"M003", "M030", "W024"}

@@ -34,18 +34,23 @@ Per input video:
    ``--frames-format``), then rebuild ``index.jsonl`` from the clips on disk, and write ``dataset.json`` and
    ``skipped.jsonl`` (one line per input that gave no clip: path, reason).
 
-Splits are identity-disjoint: ``--splits FILE`` (JSON ``{identity: split}`` or lines ``identity split``) first; MEAD's
-customary held-out actors M003, M030, W024 form "test" when present (the others train/val); otherwise a seeded
-shuffle of identities gives about 80/10/10 train/val/test, with at least one identity in val and test from three
-identities up (5 identities: 3/1/1). These names match ``TalkingHeadDataModule``'s defaults (``test_seen`` simply
-stays empty).
+Splits are identity-disjoint and never change once written (``splits.py``): ``--splits FILE`` (JSON
+``{identity: split}`` or lines ``identity split``) first; MEAD's customary held-out actors M003, M030, W024 are "test"
+when present; an identity with clips in the dataset keeps its recorded split; a new identity's split comes from a
+seeded hash of its name alone (about 80/10/10 train/val/test), so preprocessing a second ``--src`` into a dataset
+adds to it without moving any clip between splits (the summary says what was added). At least one val identity from
+two identities up and one test identity from three up (5 identities: 3/1/1), taken from new identities only. These
+names match ``TalkingHeadDataModule``'s defaults (``test_seen`` simply stays empty). ``--seed`` applies to new
+identities; ``--splits`` is the way to move an identity that has clips.
 
-Resuming: a second run with the same settings keeps every clip that passes ``validate_clip``, redoes inputs whose
-clips are missing or broken (an interrupted run leaves only whole clips: ``write_clip`` renames a finished folder
-into place), and does not retry inputs recorded in ``skipped.jsonl`` unless they changed or ``--retry-skipped``.
-The index is rebuilt from the clips on disk at the end of every run, also after Ctrl-C, so a rerun with another
-``--splits`` / ``--seed`` only rewrites the splits. Different output settings on an existing OUT_DIR are refused
-(``--overwrite`` starts over).
+Resuming (``resume.py``): a second run with the same settings keeps every clip that passes ``validate_clip`` (NaN or
+a truncated array counts as broken) and whose source file is unchanged (meta.json's ``source_stamp``: size, mtime,
+hash of the first and last MiB); it redoes inputs whose clips are missing, broken or stale (an interrupted run
+leaves only whole clips: ``write_clip`` renames a finished folder into place), and does not retry inputs recorded in
+``skipped.jsonl`` unless they changed or ``--retry-skipped``. The index is rebuilt from the clips on disk at the end
+of every run, also after Ctrl-C. Different output settings on an existing OUT_DIR are refused (``--overwrite`` starts
+over). A run holds ``OUT_DIR/.preprocess.lock`` (flock) throughout: a second run on the same OUT_DIR stops at once
+(exit 2) naming the first.
 
 Parallelism and memory: ``--workers N`` runs N inputs at once in processes started with "spawn" (a worker that
 dies on an input is replaced and that input skipped with the reason). A worker holds one input: the decoded frames
@@ -55,7 +60,6 @@ between the two passes while they fit in 512 MB (else the video is decoded twice
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -76,6 +80,8 @@ from .clip import (
     ClipError,
     ClipRecord,
     atomic_write_text,
+    nonfinite_problem,
+    read_index,
     validate_clip,
     write_index,
 )
@@ -92,12 +98,22 @@ from .detectors import (
     square_crop_box,
 )
 from .landmarks import LandmarkTopology, topology_68
+from .resume import (  # noqa: F401 - DiskClip and scan_clips are part of this module's interface
+    DestinationBusy,
+    DiskClip,
+    destination_lock,
+    plan_resume,
+    read_skipped,
+    scan_clips,
+    source_changed,
+    source_stamp,
+)
+from .splits import SPLIT_SEED, assign_splits, read_split_file, recorded_splits  # noqa: F401 - re-exported
 
 Layout = Literal["hdtf", "mead", "plain"]
 LandmarkChoice = Literal["dlib68", "mediapipe"]
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 MEAD_TEST_ACTORS = ("M003", "M030", "W024")
-SPLIT_SEED = 0
 MEMORY_FRAMES_MB = 256  # a clip's crops above this size are buffered in a memory-mapped file
 # Settings that change what is written: dataset.json records them and a run with other values on the same dst is
 # refused. The split settings are not among them: the index (rebuilt every run) is where splits live.
@@ -256,55 +272,6 @@ def discover(src: Path, layout: Layout, *, identity_from: str = "name") -> list[
                              "rename one of them")
         ids[item.clip_id] = item.rel
     return sorted(items, key=lambda s: s.clip_id)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Splits
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def read_split_file(path: Path) -> dict[str, str]:
-    """``{identity: split}`` from JSON or from lines ``identity split`` (``#`` comments allowed)."""
-    text = Path(path).read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
-    if isinstance(data, dict):
-        return {str(k): str(v) for k, v in data.items()}
-    mapping = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{n}: expected `identity split`, got {line!r}")
-        mapping[parts[0]] = parts[1]
-    return mapping
-
-
-def assign_splits(identities: list[str] | set[str], *, seed: int = SPLIT_SEED, val_fraction: float = 0.1,
-                  test_fraction: float = 0.1, fixed: dict[str, str] | None = None,
-                  held_out_test: tuple[str, ...] = ()) -> dict[str, str]:
-    """Identity-disjoint splits: ``fixed`` first, ``held_out_test`` identities present -> "test" (the rest then
-    train/val only), otherwise a seeded order of identities (sha256 of seed and name, so an identity's rank does not
-    depend on the others) gives val and test about ``val_fraction`` / ``test_fraction`` of them, at least one each
-    from three identities up (two: train + val; one: train)."""
-    fixed = dict(fixed or {})
-    splits = {i: fixed[i] for i in identities if i in fixed}
-    rest = sorted(i for i in identities if i not in splits)
-    held = [i for i in rest if i in held_out_test]
-    for i in held:
-        splits[i] = "test"
-    rest = [i for i in rest if i not in held]
-    order = sorted(rest, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
-    n = len(order)
-    n_test = 0 if held or n < 3 else max(1, round(test_fraction * n))
-    n_val = 0 if n < 2 else max(1, round(val_fraction * n))
-    for k, ident in enumerate(order):
-        splits[ident] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
-    return splits
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -606,11 +573,16 @@ def _crop_pass(item: SourceVideo, cfg: PreprocessConfig, models: _Models, pieces
 def _process(item: SourceVideo, cfg: PreprocessConfig, split: str, dst: Path, result: SourceResult,
              timer: _Timer) -> None:
     models = _models(cfg)
+    stamp = source_stamp(item.path, item.audio_path)  # before decoding: a file replaced meanwhile is redone next run
     # audio first: it is cheap, and a video without sound is useless for audio-driven training
     audio = _read_audio(item, timer)
     if audio is None:
         where = f" and no {item.audio_path.name} beside it" if item.audio_path is not None else ""
         result.skipped = f"no audio track{where}"
+        return
+    problem = nonfinite_problem(audio, "the audio track", per_frame=SAMPLES_PER_FRAME)
+    if problem:  # a 16-bit wav would hide NaN as silence or clipping
+        result.skipped = f"non-finite audio in the source: {problem}"
         return
 
     det = _detect_pass(item, cfg, models.detector, timer)
@@ -671,6 +643,18 @@ def _process(item: SourceVideo, cfg: PreprocessConfig, split: str, dst: Path, re
     if not final:
         result.skipped = "MediaPipe found no face mesh in the pieces with a face"
         return
+    for p, points in final:  # checked before any piece is written: an input gives all its clips or none
+        problem = nonfinite_problem(points, "dense landmarks") or nonfinite_problem(p.landmarks68, "landmarks68")
+        if problem:
+            result.skipped = f"non-finite landmarks from the detector: {problem} in frames {p.start}-{p.stop - 1}"
+            return
+    _write_pieces(item, cfg, final, audio, num_frames, det, stamp, split, dst, result, timer)
+
+
+def _write_pieces(item: SourceVideo, cfg: PreprocessConfig, final: list[tuple[_Piece, np.ndarray]], audio: np.ndarray,
+                  num_frames: int, det: _Detections, stamp: dict | None, split: str, dst: Path, result: SourceResult,
+                  timer: _Timer) -> None:
+    """Write the clips of one input (``<id>``, or ``<id>_s<k>`` when it was split), recording what they came from."""
     whole = len(final) == 1 and (final[0][0].start, final[0][0].stop) == (0, num_frames)
     for k, (p, points) in enumerate(final):
         cid = item.clip_id if whole else f"{item.clip_id}_s{k}"
@@ -689,6 +673,8 @@ def _process(item: SourceVideo, cfg: PreprocessConfig, split: str, dst: Path, re
             extra_meta={
                 "source_path": item.rel,
                 "source_size": list(det.frame_size),
+                # what the input was when read: a rerun redoes it when the file has changed since
+                "source_stamp": stamp,
                 # the k-th of `count` clips of this input, frames [start, stop) of its 25-fps timeline; a rerun
                 # counts the input as done only when all `count` are there
                 "segment": {"index": k, "count": len(final), "start_frame": p.start, "stop_frame": p.stop},
@@ -739,59 +725,6 @@ def dataset_info(cfg: PreprocessConfig, dst: Path) -> dict:
     }
 
 
-@dataclass
-class DiskClip:
-    """A valid clip found on disk, with the input it came from (meta.json's source_path and segment)."""
-
-    record: ClipRecord
-    source_path: str
-    segment_index: int
-    segment_count: int
-
-
-def scan_clips(dst: Path, *, num_landmarks: int | None = None) -> tuple[list[DiskClip], dict[str, str]]:
-    """Valid clips on disk (from their meta.json) and the broken ones ``{clip id: problem}``."""
-    good, broken = [], {}
-    clips = dst / "clips"
-    if not clips.is_dir():
-        return good, broken
-    for d in sorted(clips.iterdir()):
-        if d.name.startswith(".") or not d.is_dir():
-            continue
-        try:
-            meta = json.loads((d / "meta.json").read_text())
-            record = ClipRecord.from_json({**meta, "id": d.name})
-            validate_clip(dst, record, num_landmarks=num_landmarks)
-            seg = meta.get("segment") or {}
-            good.append(DiskClip(record, str(meta.get("source_path", "")), int(seg.get("index", 0)),
-                                 int(seg.get("count", 1))))
-        except (OSError, ValueError, KeyError, ClipError) as err:
-            broken[d.name] = str(err)
-    return good, broken
-
-
-def _file_stamp(path: Path) -> dict | None:
-    """Size and modification time: a skipped input is retried when it changes."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _read_skipped(dst: Path) -> list[dict]:
-    path = dst / "skipped.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
 def _ignore_sigint() -> None:
     import signal
 
@@ -818,7 +751,31 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = True,
 
         raise ImportError(INSTALL_DENSE_HINT)
     src, dst = resolve_path(cfg.src), resolve_path(cfg.dst)
+    # every argument is checked before anything is created: a bad one leaves no empty dataset behind
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"--dst {dst} is a file, not a dataset folder; choose a folder (new or existing dataset)")
     items = discover(src, cfg.layout, identity_from=cfg.identity_from)
+    if not items:
+        raise ValueError(f"no videos found under {src} ({_LAYOUT_HINTS[cfg.layout]}); nothing was written")
+    fixed = read_split_file(Path(cfg.splits)) if cfg.splits else None
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--dst {dst}: cannot create it ({err.strerror or err})") from err
+    with destination_lock(dst):  # one run per destination, for the whole run
+        return _preprocess_locked(cfg, src, dst, items, fixed, progress=progress, on_result=on_result)
+
+
+_LAYOUT_HINTS = {
+    "hdtf": "--layout hdtf looks for <name>_<idx>.mp4 files",
+    "mead": "--layout mead looks for <actor>/video/front/<emotion>/level_<k>/<nnn>.mp4",
+    "plain": f"--layout plain looks for {', '.join(VIDEO_SUFFIXES)} files, hidden ones left out",
+}
+
+
+def _prepare_destination(cfg: PreprocessConfig, dst: Path) -> None:
+    """Refuse other settings on an existing dataset (or start over with --overwrite); write dataset.json; clear what
+    a killed run left (crops, half-written clip folders)."""
     info = dataset_info(cfg, dst)
     info_path = dst / "dataset.json"
     if info_path.is_file() and not cfg.overwrite:
@@ -833,55 +790,52 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = True,
             shutil.rmtree(dst / name, ignore_errors=True)
         for name in ("index.jsonl", "skipped.jsonl", "dataset.json"):
             (dst / name).unlink(missing_ok=True)
-    dst.mkdir(parents=True, exist_ok=True)
     atomic_write_text(info_path, json.dumps(info))
     shutil.rmtree(dst / ".work", ignore_errors=True)  # crops of an interrupted run
     if (dst / "clips").is_dir():  # half-written clip folders of a killed run (write_clip's temporary names)
         for d in (dst / "clips").glob(".*.tmp"):
             shutil.rmtree(d, ignore_errors=True)
 
+
+def _recorded(dst: Path, on_disk: list[DiskClip]) -> dict[str, str]:
+    """The split recorded for each identity with clips: index.jsonl (where --splits changes land), else the clips'
+    meta.json (clips written after the last index, by a killed run)."""
+    indexed = read_index(dst) if (dst / "index.jsonl").is_file() else []
+    ids = {r.id for r in indexed}
+    pairs = [(r.identity, r.split) for r in indexed]
+    pairs += [(c.record.identity, c.record.split) for c in on_disk if c.record.id not in ids]
+    return recorded_splits(pairs)
+
+
+def _preprocess_locked(cfg: PreprocessConfig, src: Path, dst: Path, items: list[SourceVideo],
+                       fixed: dict[str, str] | None, *, progress: bool, on_result) -> dict:
+    _prepare_destination(cfg, dst)
     num_points = dataset_topology(cfg).num_points
     on_disk, broken = scan_clips(dst, num_landmarks=num_points)
-    fixed = read_split_file(Path(cfg.splits)) if cfg.splits else None
+    # an identity's split comes from its name or from what is recorded, never from the others present: adding
+    # videos (another --src) must not move a clip between splits (splits.py)
+    recorded = _recorded(dst, on_disk)
     identities = {i.identity for i in items} | {c.record.identity for c in on_disk}
     splits = assign_splits(identities, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                           fixed=fixed, held_out_test=MEAD_TEST_ACTORS if cfg.layout == "mead" else ())
-
-    # what is done already
-    by_source: dict[str, list[DiskClip]] = {}
-    for c in on_disk:
-        by_source.setdefault(c.source_path, []).append(c)
-    done = set()
-    for rel, clips in by_source.items():
-        count = clips[0].segment_count
-        if {c.segment_index for c in clips} == set(range(count)) and all(c.segment_count == count for c in clips):
-            done.add(rel)
-    earlier_skips = {e["path"]: e for e in _read_skipped(dst) if "path" in e}
-    todo, carried = [], []
-    for item in items:
-        if item.rel in done:
-            continue
-        old = earlier_skips.get(item.rel)
-        if old is not None and not cfg.retry_skipped and old.get("stamp") == _file_stamp(item.path):
-            carried.append(old)
-            continue
-        for c in by_source.get(item.rel, []):  # an unfinished input: its pieces are redone together
-            shutil.rmtree(dst / "clips" / c.record.id, ignore_errors=True)
-        for cid in broken:
-            if cid == item.clip_id or cid.startswith(item.clip_id + "_s"):
-                shutil.rmtree(dst / "clips" / cid, ignore_errors=True)
-        todo.append(item)
+                           fixed=fixed, held_out_test=MEAD_TEST_ACTORS if cfg.layout == "mead" else (),
+                           recorded=recorded)
+    plan = plan_resume(items, on_disk, broken, read_skipped(dst), retry_skipped=cfg.retry_skipped)
+    for cid in plan.remove:
+        shutil.rmtree(dst / "clips" / cid, ignore_errors=True)
+    removed = set(plan.remove)
+    before = {"clips": sum(c.record.id not in removed for c in on_disk), "recorded": recorded, "changed": plan.changed,
+              "unstamped": plan.unstamped}
 
     results: list[SourceResult] = []
     start = time.perf_counter()
     interrupted = False
     try:
-        _run_jobs(todo, cfg, splits, dst, results, progress=progress, on_result=on_result)
+        _run_jobs(plan.todo, cfg, splits, dst, results, progress=progress, on_result=on_result)
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
-        summary = _finish(cfg, dst, items, results, carried, splits, num_points, len(items) - len(todo) - len(carried),
+        summary = _finish(cfg, dst, items, results, plan.carried, splits, num_points, plan.done, before,
                           seconds=time.perf_counter() - start, interrupted=interrupted)
     return summary
 
@@ -984,9 +938,10 @@ def _stop_workers(ex) -> None:
 
 
 def _finish(cfg: PreprocessConfig, dst: Path, items: list[SourceVideo], results: list[SourceResult],
-            carried: list[dict], splits: dict[str, str], num_points: int, already_done: int, *, seconds: float,
-            interrupted: bool) -> dict:
-    """Rebuild index.jsonl from the clips on disk, write skipped.jsonl, and summarise."""
+            carried: list[dict], splits: dict[str, str], num_points: int, already_done: int, before: dict, *,
+            seconds: float, interrupted: bool) -> dict:
+    """Rebuild index.jsonl from the clips on disk, write skipped.jsonl, and summarise (``before``: what the
+    dataset held when the run started, see ``_preprocess_locked``)."""
     on_disk, broken = scan_clips(dst, num_landmarks=num_points)
     records = []
     for c in on_disk:
@@ -999,7 +954,8 @@ def _finish(cfg: PreprocessConfig, dst: Path, items: list[SourceVideo], results:
     for res in results:
         if res.skipped is not None:
             item = by_rel[res.rel]
-            skipped.append({"path": res.rel, "reason": res.skipped, "stamp": _file_stamp(item.path)})
+            skipped.append({"path": res.rel, "reason": res.skipped,
+                            "stamp": source_stamp(item.path, item.audio_path)})
     skipped.sort(key=lambda e: e["path"])
     atomic_write_text(dst / "skipped.jsonl", "".join(json.dumps(e) + "\n" for e in skipped))
     shutil.rmtree(dst / ".work", ignore_errors=True)
@@ -1032,11 +988,53 @@ def _finish(cfg: PreprocessConfig, dst: Path, items: list[SourceVideo], results:
         "skipped": [{"path": e["path"], "reason": e["reason"]} for e in skipped],
         "notes": {res.rel: res.notes for res in results if res.notes},
         "broken": broken,
+        "merge": _merge_summary(before, records, results, splits),
+        "changed": before["changed"],
+        "unstamped": before["unstamped"],
         "frames_decoded": sum(res.frames_decoded for res in results),
         "stage_seconds": times,
         "seconds": seconds,
         "interrupted": interrupted,
     }
+
+
+def _merge_summary(before: dict, records: list[ClipRecord], results: list[SourceResult],
+                   splits: dict[str, str]) -> dict:
+    """What this run added to the clips that were there, and which recorded splits --splits changed."""
+    recorded = before["recorded"]
+    identity = {r.id: r.identity for r in records}
+    added = [cid for res in results for cid, _ in res.clips if cid in identity]
+    new = sorted({identity[c] for c in added} - set(recorded))
+    on_disk = set(identity.values())
+    moved = {i: [old, splits[i]] for i, old in sorted(recorded.items()) if i in on_disk and splits.get(i, old) != old}
+    return {"existing_clips": before["clips"], "clips_added": len(added), "new_identities": new,
+            "clips_of_new_identities": sum(identity[c] in new for c in added), "moved": moved}
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def _merge_lines(s: dict) -> list[str]:
+    m, lines = s["merge"], []
+    if m["existing_clips"] and m["clips_added"]:
+        new, k = len(m["new_identities"]), m["clips_of_new_identities"]
+        what = _n(m["clips_added"], "clip")
+        if new:
+            ids = _n(new, "new identity", "new identities")
+            what += f" of {ids}" if k == m["clips_added"] else f" ({k} of them of {ids})"
+        keep = "existing clips keep their splits" + (", except as --splits moves them" if m["moved"] else "")
+        lines.append(f"  added {what} to an existing dataset of {_n(m['existing_clips'], 'clip')}; {keep}")
+    if m["moved"]:
+        moves = ", ".join(f"{i} {a} -> {b}" for i, (a, b) in m["moved"].items())
+        lines.append(f"  --splits moved {_n(len(m['moved']), 'identity', 'identities')} with clips: {moves}")
+    if s["changed"]:
+        lines.append(f"  {_n(len(s['changed']), 'input')} changed since their clips were written, redone (old clips "
+                     f"replaced): {', '.join(s['changed'])}")
+    if s["unstamped"]:
+        lines.append(f"  note: {_n(s['unstamped'], 'clip')} kept without a source stamp (written by an older version): "
+                     "a replaced video is not noticed for them; --overwrite redoes everything")
+    return lines
 
 
 def format_summary(summary: dict) -> str:
@@ -1051,6 +1049,7 @@ def format_summary(summary: dict) -> str:
     ]
     for name, sp in s["splits"].items():
         lines.append(f"    {name:<10} {sp['clips']:>5} clips {sp['identities']:>4} identities {sp['frames']:>8} frames")
+    lines += _merge_lines(s)
     if s["stage_seconds"]:
         n = max(1, s["frames_decoded"])
         stages = ", ".join(f"{k} {v:.1f} s ({n / v:.0f} frames/s)" if v > 0 else f"{k} 0 s"
@@ -1115,7 +1114,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: the clips written so far are indexed; run the same command again to finish",
               file=sys.stderr)
         return 130
-    except (ValueError, ImportError, FileNotFoundError) as err:
+    except (ValueError, ImportError, FileNotFoundError, DestinationBusy) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))
