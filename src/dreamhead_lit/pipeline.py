@@ -11,9 +11,14 @@ steps: each frame's audio window drives it directly, with the same reference han
 Everything a model needs to know about its training data (landmark topology, canonical template, resolution,
 landmark-image blur) comes from the checkpoint (``checkpoint["dreamhead"]``), so generation needs only the two
 checkpoints and the inputs.
+
+Nothing is written unless it is whole and finite: the inputs, the models' weights and their landmark sets are checked
+before any sampling, each stage's output before it is used, and the mp4 appears at ``out`` only when complete.
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +27,7 @@ import torch
 
 from .checkpoints import CheckpointError, load_module, safe_load
 from .data.audio import AudioError, load_audio
-from .data.clip import SAMPLES_PER_FRAME, ClipReader, ClipRecord, read_dataset_info
+from .data.clip import SAMPLES_PER_FRAME, ClipError, ClipReader, ClipRecord, read_dataset_info, validate_clip
 from .data.landmarks import LandmarkTopology, apply_affine, canonicalize, lower_face_mask, rasterize_landmarks
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -41,6 +46,7 @@ class Reference:
     landmarks: np.ndarray  # (T, N, 2) crop pixels, the model topology's full point set
     landmarks68: np.ndarray  # (T, 68, 2)
     source: str  # "image", "video" or "clip"
+    topology: str | None = None  # name of the landmark set (a clip's dataset's); None: built in the model's own
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,6 +114,87 @@ def _topology(info: dict) -> LandmarkTopology:
     return LandmarkTopology.from_json(info["landmark_topology"])
 
 
+def _tensors(value, name: str):
+    """(name, tensor) pairs of a state-dict entry; EMA shadows sit in nested dicts of its extra state."""
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{name}.{key}")
+
+
+def check_finite_weights(module, path: str | Path) -> None:
+    """Refuse a model with NaN/inf weights (a diverged run), EMA weights included: it would only produce garbage."""
+    if not isinstance(module, torch.nn.Module):  # a stand-in such as the bench's ground-truth stage 1
+        return
+    bad = [name for key, value in module.state_dict().items() for name, t in _tensors(value, key)
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise GenerationError(f"{path} has non-finite weights ({bad[0]}{more}): its training diverged or the file is "
+                              "damaged; retrain it or use an earlier checkpoint")
+
+
+def load_checked(path: str | Path, stage: str):
+    """:func:`load_stage`, then :func:`check_finite_weights`; the module remembers its file for later messages."""
+    module = load_stage(path, stage)
+    check_finite_weights(module, path)
+    module.checkpoint_file = str(path)
+    return module
+
+
+def _model_name(module, stage: str) -> str:
+    """How messages name a model: ``the stage-1 model runs/.../last.ckpt``, the file when known."""
+    path = getattr(module, "checkpoint_file", None)
+    return f"the {stage} model {path}" if path else f"the {stage} model"
+
+
+def _landmark_set(name: str | None, num_points: int) -> str:
+    if name is None:
+        return f"{num_points} landmarks"
+    if name == "dlib68":
+        return "dlib's 68 points"
+    if name.startswith("synthtalk"):
+        return f"{num_points}-point SynthTalk dense landmarks"
+    if name.startswith("mediapipe"):
+        return f"MediaPipe's {num_points} points"
+    return f"{num_points} {name!r} landmarks"
+
+
+def _model_for(name: str | None, num_points: int) -> str:
+    """The kind of model that fits landmarks of this set."""
+    if name == "dlib68":
+        return "a model trained on data preprocessed with --landmarks dlib68"
+    if name and name.startswith("mediapipe"):
+        return "a model trained on data preprocessed with --landmarks mediapipe"
+    if name and name.startswith("synthtalk"):
+        return f"a model trained on SynthTalk generated with {num_points} landmarks"
+    return f"a model trained on {num_points} landmarks"
+
+
+def check_landmark_contract(module, num_points: int, where: str, *, points_name: str | None = None,
+                            remedy: str | None = None) -> None:
+    """Refuse landmarks of another set than the one ``module`` was trained on (its ``data_info``), before sampling.
+
+    ``num_points``: how many points ``where`` (e.g. "the clip 'abc'") has; ``points_name``: their topology's name
+    when known (``dataset.json``), for the message. The model indexes its points by position, so only the same set
+    works: a 68-point clip on a 131-point model would otherwise fail deep inside with an IndexError. ``remedy``
+    replaces the default advice (a matching model, or a portrait/video reference, landmarked in the model's set).
+    """
+    info = getattr(module, "data_info", None) or {}
+    if "landmark_topology" not in info:  # a stand-in without a data description has no contract to check
+        return
+    topo = _topology(info)
+    if num_points == topo.num_points:
+        return
+    stage = "stage-2" if hasattr(module, "generate_frames") else "stage-1"
+    remedy = remedy or (f"use {_model_for(points_name, num_points)}, or a portrait/video reference, which is "
+                        "landmarked with the model's own set")
+    raise GenerationError(f"{_model_name(module, stage)} was trained on "
+                          f"{_landmark_set(topo.name, topo.num_points)}; {where} has "
+                          f"{_landmark_set(points_name, num_points)}: {remedy}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # References
 # ---------------------------------------------------------------------------------------------------------------
@@ -169,10 +256,14 @@ def reference_from_image(path: Path, *, size: int, info: dict) -> Reference:
             rgb = np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError) as err:
         raise GenerationError(f"cannot read the reference image {path} ({err})") from err
-    box = FaceDetector(min_size=40, max_side=1024).best(rgb)
-    if box is None:
+    boxes = FaceDetector(min_size=40, max_side=1024).detect(rgb)
+    if not boxes:
         raise GenerationError(f"no face found in the reference image {path}: use a frontal portrait "
                               "with the face at least 40 px wide")
+    box = max(boxes, key=lambda b: b.size)  # the portrait's subject; a bystander or a picture on a wall is smaller
+    if len(boxes) > 1:
+        print(f"warning: {len(boxes)} faces in {path.name}; using the largest (at {box.x0:.0f},{box.y0:.0f}, "
+              f"{box.width:.0f}×{box.height:.0f} px)", file=sys.stderr)
     crops, lm68 = _landmark_crops([rgb], box.as_array()[None], size)
     return Reference(crops, dense_from_68(lm68, info, crops), lm68, "image")
 
@@ -209,11 +300,16 @@ def reference_from_clip(clip: Path, *, max_frames: int | None) -> Reference:
     import json
 
     meta = json.loads((clip / "meta.json").read_text())
-    reader = ClipReader(root, ClipRecord.from_json(meta), meta)
+    record = ClipRecord.from_json(meta)
+    try:  # a truncated or inconsistent clip: one message naming it, not a traceback from numpy
+        validate_clip(root, record)
+    except ClipError as err:
+        raise GenerationError(f"the reference {err}: re-run preprocessing for it or pick another clip") from err
+    reader = ClipReader(root, record, meta)
     n = min(reader.num_frames, max_frames or reader.num_frames)
     topo = LandmarkTopology.from_json(read_dataset_info(root)["landmark_topology"])
     dense = np.asarray(reader.landmarks[:n], dtype=np.float32)
-    return Reference(reader.frames(0, n), dense, topo.sparse(dense), "clip")
+    return Reference(reader.frames(0, n), dense, topo.sparse(dense), "clip", topology=topo.name)
 
 
 def load_reference(ref: str | Path, *, size: int, info: dict, num_frames: int) -> Reference:
@@ -274,16 +370,63 @@ def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarra
     canon_ref, to_image = canonicalize(reference.landmarks, reference.landmarks68, template68=template)
     idx1 = np.asarray(info1["point_index"])
     canon = a2l.generate(samples, ref_landmarks=canon_ref[0][idx1], emotion=emotion, num_frames=num_frames, seed=seed,
-                         sampler=sampler, steps=steps, progress=progress).cpu().numpy()  # (F, N1, 2)
+                         sampler=sampler, steps=steps, progress=progress)  # (F, N1, 2)
+    if not torch.isfinite(canon).all():
+        raise GenerationError(f"stage 1 produced non-finite landmarks: {_model_name(a2l, 'stage-1')} has non-finite "
+                              "weights or diverged; retrain it")
     full = np.repeat(canon_ref[:1], num_frames, 0)  # points stage 1 does not produce keep the reference's
-    full[:, idx1] = canon
+    full[:, idx1] = canon.cpu().numpy()
     # pose: the reference's, per frame when it moves
     pixels = apply_affine(full, to_image[order])  # (F, N, 2) crop pixels
-    idx2 = np.asarray(info2["point_index"])
-    missing = set(idx2.tolist()) - set(idx1.tolist())
-    if missing and len(missing) > 0 and info1["landmark_set"] != info2["landmark_set"]:
-        raise GenerationError(f"the stage-2 model needs {len(idx2)} landmarks but stage 1 produces {len(idx1)}")
     return lambda sel: rast(pixels[sel])  # rasterised a batch at a time: (F, L, H, W) for a long video is large
+
+
+def _check_stage_pair(a2l, l2i) -> None:
+    """Stage 2 draws stage 1's points: both must index the same landmark set, and stage 1 must make every point
+    stage 2 uses. Checked before sampling."""
+    info1, info2 = a2l.data_info, l2i.data_info
+    if "landmark_topology" in info1:
+        topo1 = _topology(info1)
+        check_landmark_contract(l2i, topo1.num_points, f"{_model_name(a2l, 'stage-1')}'s output",
+                                points_name=topo1.name,
+                                remedy="use a stage-1 and a stage-2 model trained on the same landmark set")
+    idx1, idx2 = np.asarray(info1["point_index"]), np.asarray(info2["point_index"])
+    missing = set(idx2.tolist()) - set(idx1.tolist())
+    if missing and info1["landmark_set"] != info2["landmark_set"]:
+        raise GenerationError(f"the stage-2 model needs {len(idx2)} landmarks but stage 1 produces {len(idx1)}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # hard links and symlinks included
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def check_output(out: str | Path, inputs: dict[str, object], *, overwrite: bool) -> Path:
+    """Refuse an output path that would lose a user's file; checked before any work.
+
+    ``inputs`` maps an option name (``--ref``) to what was given; only paths are compared. An input is never
+    written over, not even with ``overwrite``; an existing file only with ``overwrite``; a directory never.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise GenerationError(f"--out {out} is a directory: give the path of the .mp4 file to write")
+    for option, given in inputs.items():
+        if isinstance(given, (str, Path)) and _same_file(out, Path(given)):
+            raise GenerationError(f"refusing to write over an input: --out {out} is the {option} file")
+    if out.exists() and not overwrite:
+        raise GenerationError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+    return out
+
+
+def _describe_reference(ref, reference: Reference) -> str:
+    """How messages name the reference: the clip id for a processed clip, else the file."""
+    if isinstance(ref, Reference):
+        return f"the reference {reference.source}"
+    if reference.source == "clip":
+        return f"the reference clip {Path(ref).name!r}"
+    return f"the reference {reference.source} {Path(ref).name}"
 
 
 @torch.no_grad()
@@ -311,12 +454,19 @@ def generate(
     no stage 1 (``stage1=None``); a landmark-conditioned one needs stage 1. With a reference video (or a processed
     clip of several frames) and a stage-2 model trained in dubbing mode, each output frame keeps that frame's pose and
     background and only the lower face is generated; a shorter video is played back and forth to cover the audio.
+
+    An existing ``out`` is replaced (atomically, when the new video is complete); ``out`` is never one of the inputs.
+    Raises :class:`GenerationError` before any sampling for unusable inputs or models (non-finite weights, another
+    landmark set), and without writing anything when a stage produces non-finite values.
     """
     from tqdm.auto import tqdm
 
     from .video import VideoWriter
 
-    l2i = load_stage(stage2, "stage2") if isinstance(stage2, (str, Path)) else stage2
+    if batch_size < 1 or (steps is not None and steps < 1):
+        raise GenerationError(f"batch_size and steps must be positive, got batch_size={batch_size}, steps={steps}")
+    out = check_output(out, {"--audio": audio, "--ref": ref, "--stage1": stage1, "--stage2": stage2}, overwrite=True)
+    l2i = load_checked(stage2, "stage2") if isinstance(stage2, (str, Path)) else stage2
     from_audio = l2i.net.condition == "audio"
     if from_audio and stage1 is not None:
         raise GenerationError("this stage-2 model is conditioned on audio (model.condition=audio): it makes the frames "
@@ -324,10 +474,18 @@ def generate(
     if not from_audio and stage1 is None:
         raise GenerationError("this stage-2 model is conditioned on landmarks: give a stage-1 checkpoint (--stage1) "
                               "to make them from the audio")
-    a2l = load_stage(stage1, "stage1") if isinstance(stage1, (str, Path)) else stage1  # None for an audio model
+    a2l = load_checked(stage1, "stage1") if isinstance(stage1, (str, Path)) else stage1  # None for an audio model
+    for module, stage in ((l2i, "stage-2"), (a2l, "stage-1")):
+        if module is not None and not getattr(module, "checkpoint_file", None):  # given in memory: not checked yet
+            check_finite_weights(module, _model_name(module, stage))
+    if a2l is not None:
+        _check_stage_pair(a2l, l2i)
     samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
+    audio_name = audio if isinstance(audio, (str, Path)) else "the audio array"
     if len(samples) == 0:
-        raise AudioError(Path(str(audio)), "audio is empty (0 samples)")
+        raise AudioError(audio_name, "audio is empty (0 samples)")
+    if not np.isfinite(samples).all():  # a float wav can hold NaN; it would reach stage 1 and be blamed on the model
+        raise AudioError(audio_name, "audio has non-finite samples (NaN or inf)")
     num_frames = int(np.ceil(len(samples) / SAMPLES_PER_FRAME))
     info2 = l2i.data_info
     size = int(info2["resolution"])
@@ -335,6 +493,13 @@ def generate(
     info_ref = info2 if a2l is None else a2l.data_info
     reference = ref if isinstance(ref, Reference) else load_reference(ref, size=size, info=info_ref,
                                                                       num_frames=num_frames)
+    where = _describe_reference(ref, reference)
+    for module in (a2l, l2i):  # stage 2 draws the reference's points too (rasterised reference landmarks)
+        if module is not None:
+            check_landmark_contract(module, reference.landmarks.shape[1], where, points_name=reference.topology)
+    if not (np.isfinite(reference.landmarks).all() and np.isfinite(reference.landmarks68).all()):
+        raise GenerationError(f"{where} has non-finite landmarks (NaN or inf): re-run preprocessing for it or pick "
+                              "another reference")
     order = _loop(len(reference.frames), num_frames)  # the reference frame behind each output frame
     rast = _rasterizer(info2, size)
     if a2l is None:
@@ -347,9 +512,9 @@ def generate(
     ref_frame = to_tensor(reference.frames[:1])
     ref_lm_image = rast(reference.landmarks[:1])
     dubbing = l2i.net.mode == "dubbing"
-    out = Path(out)
-    with VideoWriter(out, fps=25, width=size, height=size, audio=samples) as writer:
-        bar = tqdm(total=num_frames, desc="frames", unit="frame", disable=not progress)
+    # the bar is closed on any exit, so an error or "interrupted" line starts on a line of its own
+    with VideoWriter(out, fps=25, width=size, height=size, audio=samples) as writer, \
+            tqdm(total=num_frames, desc="frames", unit="frame", disable=not progress) as bar:
         for start in range(0, num_frames, batch_size):
             sel = np.arange(start, min(num_frames, start + batch_size))
             cond = {"ref": ref_frame[0], "ref_landmarks": ref_lm_image[0]}
@@ -360,7 +525,9 @@ def generate(
             # every batch starts from the same noise (noise_seed): frames of one video share their starting noise
             frames = l2i.generate_frames(targets(sel), **cond, noise_seed=seed, batch_size=len(sel),
                                          sampler=sampler, steps=steps)
+            if not torch.isfinite(frames).all():  # the writer would round NaN to black: leave nothing instead
+                raise GenerationError(f"stage 2 produced non-finite pixels: {_model_name(l2i, 'stage-2')} has "
+                                      "non-finite weights or diverged; retrain it")
             writer.write(((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
             bar.update(len(sel))
-        bar.close()
     return out
