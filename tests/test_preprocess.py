@@ -25,6 +25,7 @@ from dreamhead_lit.data.preprocess import (
     assign_splits,
     discover,
     find_segments,
+    format_summary,
     hdtf_identity,
     main,
     preprocess,
@@ -518,3 +519,243 @@ def test_mediapipe_landmarks_make_a_478_point_dataset(real_video, tmp_path):
     dm = TalkingHeadDataModule(root=out, stage="a2l", batch_size=1, train_split="train", val_split="train")
     dm.setup()
     assert tuple(dm.datasets["train"][0]["landmarks"].shape) == (32, 478, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hardening: non-finite data, resume on validity and source content, stable splits, the lock, bad arguments
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _one_video(tmp_path: Path, edtalk, name: str = "a.mp4", start: int = 0, n: int = 55) -> Path:
+    """A folder with one 2.2 s talking-face video cut from the real 256 px clip (written here, not a copy)."""
+    frames, audio = edtalk
+    src = tmp_path / "raw"
+    src.mkdir(exist_ok=True)
+    write_video(src / name, frames[start:start + n], audio=audio[start * 640:(start + n) * 640])
+    return src
+
+
+def test_nonfinite_landmarks_or_audio_are_never_written_and_the_input_is_skipped_with_the_reason(
+        edtalk, tmp_path, monkeypatch):
+    import dreamhead_lit.data.preprocess as P
+    from dreamhead_lit.data.detectors import Dlib68Landmarker
+
+    src = _one_video(tmp_path, edtalk)
+    real_call = Dlib68Landmarker.__call__
+    calls = []
+
+    def nan_on_frame_7(self, rgb, box):
+        calls.append(1)
+        pts = real_call(self, rgb, box)
+        return pts * np.nan if len(calls) == 8 else pts
+
+    monkeypatch.setattr(Dlib68Landmarker, "__call__", nan_on_frame_7)
+    out = tmp_path / "ds_lm"
+    summary = preprocess(_cfg(src, out, size=64), progress=False)
+    monkeypatch.setattr(Dlib68Landmarker, "__call__", real_call)
+    assert summary["clips"] == 0 and not list(out.glob("clips/*"))
+    (entry,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert entry["path"] == "a.mp4"
+    assert entry["reason"].startswith("non-finite landmarks from the detector: dense landmarks has 136 non-finite "
+                                      "values (first at frame 7)")
+
+    real_read = P.read_audio_track
+
+    def nan_audio(path, **kw):
+        audio = real_read(path, **kw)
+        audio[3 * 640 + 5] = np.nan
+        return audio
+
+    monkeypatch.setattr(P, "read_audio_track", nan_audio)
+    out = tmp_path / "ds_audio"
+    summary = preprocess(_cfg(src, out, size=64), progress=False)
+    assert summary["clips"] == 0 and not list(out.glob("clips/*"))
+    assert summary["skipped"] == [{"path": "a.mp4", "reason": "non-finite audio in the source: the audio track has 1 "
+                                                             "non-finite samples (first at frame 3)"}]
+
+
+def test_a_rerun_redoes_clips_damaged_after_they_were_written_nan_or_truncated(processed, real_video, tmp_path):
+    import shutil
+
+    fresh, _ = processed
+    out = tmp_path / "ds"
+    shutil.copytree(fresh, out)
+    first, second = sorted(r.id for r in read_index(out))[:2]
+    lm = np.load(out / "clips" / first / "landmarks.npy")
+    lm[10, 3] = np.nan  # the header and length stay right: only the values are wrong
+    np.save(out / "clips" / first / "landmarks.npy", lm)
+    wav = (out / "clips" / second / "audio.wav").read_bytes()
+    (out / "clips" / second / "audio.wav").write_bytes(wav[: len(wav) * 2 // 3])
+    summary = preprocess(_cfg(real_video, out), progress=False)
+    assert summary["processed_now"] == 2 and summary["already_done"] == 3 and summary["clips_written"] == 2
+    assert _tree(out) == _tree(fresh)
+
+
+def test_a_replaced_source_is_redone_a_touched_one_is_not_and_unstamped_clips_are_kept_with_one_note(
+        edtalk, tmp_path, capsys):
+    src = _one_video(tmp_path, edtalk)
+    out = tmp_path / "ds"
+    preprocess(_cfg(src, out, size=64), progress=False)
+    meta_path = out / "clips" / "a" / "meta.json"
+    stamp = json.loads(meta_path.read_text())["source_stamp"]
+    assert stamp["size"] == (src / "a.mp4").stat().st_size and len(stamp["sha256_ends"]) == 64
+    old_frames = np.load(out / "clips" / "a" / "frames.npy")
+
+    later = (src / "a.mp4").stat().st_mtime_ns + 10**9
+    os.utime(src / "a.mp4", ns=(later, later))  # touched (or copied): same content
+    again = preprocess(_cfg(src, out, size=64), progress=False)
+    assert again["processed_now"] == 0 and again["already_done"] == 1 and again["changed"] == []
+
+    _one_video(tmp_path, edtalk, start=60)  # another recording under the same name
+    replaced = preprocess(_cfg(src, out, size=64), progress=False)
+    assert replaced["processed_now"] == 1 and replaced["changed"] == ["a.mp4"] and replaced["clips"] == 1
+    assert not np.array_equal(np.load(out / "clips" / "a" / "frames.npy"), old_frames)
+    assert json.loads(meta_path.read_text())["source_stamp"]["sha256_ends"] != stamp["sha256_ends"]
+    assert "1 input changed since their clips were written, redone" in format_summary(replaced)
+
+    meta = json.loads(meta_path.read_text())
+    del meta["source_stamp"]  # as written before stamps existed
+    meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    code = main(["--src", str(src), "--dst", str(out), "--size", "64", "--max-seconds", str(SECONDS), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "0 processed now, 1 already done" in printed
+    assert printed.count("without a source stamp") == 1 and "1 clip kept without a source stamp" in printed
+
+
+def test_a_second_src_adds_identities_without_moving_any_clip_between_splits(real_video, tmp_path, capsys):
+    """Before: the identities were re-ranked together, and face_1 moved from test to train."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    for name in ("video-retalking__face_1", "video-retalking__face_2", "video-retalking__face_4"):
+        os.symlink(real_video / f"{name}.mp4", first / f"{name}.mp4")
+    for name in ("EDTalk__mouth_source_av", "SadTalker__WDA_KatieHill_000"):
+        os.symlink(real_video / f"{name}.mp4", second / f"{name}.mp4")
+    out = tmp_path / "ds"
+    preprocess(_cfg(first, out, size=64), progress=False)
+    before = {r.id: r.split for r in read_index(out)}
+    assert sorted(before.values()) == ["test", "train", "val"]  # three identities: one of each
+    capsys.readouterr()
+    code = main(["--src", str(second), "--dst", str(out), "--size", "64", "--max-seconds", str(SECONDS), "--quiet"])
+    printed = capsys.readouterr().out
+    after = {r.id: r.split for r in read_index(out)}
+    assert code == 0 and len(after) == 5
+    assert {k: after[k] for k in before} == before
+    for rec in read_index(out):
+        assert json.loads((out / "clips" / rec.id / "meta.json").read_text())["split"] == rec.split
+    assert ("added 2 clips of 2 new identities to an existing dataset of 3 clips; existing clips keep their splits"
+            in printed)
+
+
+def test_splits_of_identities_with_clips_never_move_and_guarantees_come_from_new_identities():
+    old = assign_splits(["a", "b", "c"])
+    grown = assign_splits(["a", "b", "c", "d", "e", "f"], recorded=old)
+    assert {k: grown[k] for k in old} == old
+    # new identities get their own draw, whatever else is in the dataset
+    alone = assign_splits([f"n{k}" for k in range(40)])
+    mixed = assign_splits([f"n{k}" for k in range(40)], recorded={f"r{k}": "train" for k in range(7)} | {"t": "test"})
+    assert mixed == {**alone, **{f"r{k}": "train" for k in range(7)}, "t": "test"}
+    # a dataset lacking a test and a val identity takes them from the new ones, never from those with clips
+    recorded = {"a": "train", "b": "train", "c": "train"}
+    grown = assign_splits(["d", "e"], recorded=recorded)
+    assert {k: grown[k] for k in recorded} == recorded and sorted(grown[k] for k in "de") == ["test", "val"]
+    # --splits still wins over a recorded split
+    assert assign_splits(["a"], recorded={"a": "train"}, fixed={"a": "val"}) == {"a": "val"}
+    # tiny datasets: identity-disjoint, a train identity always, val from 2 and test from 3 identities up
+    for n in range(1, 9):
+        for seed in range(20):
+            got = assign_splits([f"x{seed}_{k}" for k in range(n)], seed=seed)
+            names = set(got.values())
+            assert "train" in names and ("val" in names) == (n >= 2) and ("test" in names) == (n >= 3), (n, seed, got)
+
+
+def _hold_lock(dst: Path) -> subprocess.Popen:
+    """Another process holding the destination lock until killed."""
+    code = ("import sys, time; from pathlib import Path; from dreamhead_lit.data.resume import destination_lock\n"
+            "with destination_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(dst)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_run_on_a_locked_destination_stops_at_once_naming_the_first(tmp_path, capsys):
+    import socket
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(b"not a video")  # a run gets as far as the lock, then skips this input
+    out = tmp_path / "ds"
+    out.mkdir()
+    holder = _hold_lock(out)
+    try:
+        start = time.perf_counter()
+        code = main(["--src", str(src), "--dst", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and time.perf_counter() - start < 10
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"pid {holder.pid} on host {socket.gethostname()}, started " in err and "another run" in err
+        assert sorted(p.name for p in out.iterdir()) == [".preprocess.lock"]  # the second run did nothing
+    finally:
+        holder.kill()  # a crash: the kernel drops the lock
+        holder.wait()
+    assert main(["--src", str(src), "--dst", str(out), "--quiet"]) == 0
+    assert not (out / ".preprocess.lock").exists()  # released and removed on the way out
+
+
+def test_the_lock_is_held_for_the_whole_run_and_released_after_an_interruption(tmp_path):
+    from dreamhead_lit.data.resume import DestinationBusy, destination_lock
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(b"not a video")
+    out = tmp_path / "ds"
+    held = []
+
+    def probe(result):
+        try:
+            with destination_lock(out):
+                held.append(False)
+        except DestinationBusy:
+            held.append(True)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(PreprocessConfig(src=str(src), dst=str(out)), progress=False, on_result=probe)
+    assert held == [True] and not (out / ".preprocess.lock").exists()
+    with destination_lock(out):  # free again
+        pass
+
+
+@pytest.mark.parametrize("case", ["dst_is_file", "dst_under_file", "empty_src", "no_videos", "missing_splits",
+                                  "splits_is_folder"])
+def test_bad_arguments_give_one_line_exit_2_and_leave_nothing_behind(tmp_path, capsys, case):
+    src = tmp_path / "raw"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(b"x")
+    dst = tmp_path / "ds"
+    extra = []
+    expected = {"dst_is_file": "is a file, not a dataset folder", "dst_under_file": "cannot create it",
+                "empty_src": f"no videos found under {src}", "no_videos": f"no videos found under {src}",
+                "missing_splits": "nope.txt", "splits_is_folder": "cannot read it"}[case]
+    if case == "dst_is_file":
+        dst.write_text("my notes\n")
+    elif case == "dst_under_file":
+        (tmp_path / "file").write_text("")
+        dst = tmp_path / "file" / "ds"
+    elif case in ("empty_src", "no_videos"):
+        (src / "a.mp4").unlink()
+        if case == "no_videos":
+            (src / "notes.txt").write_text("")
+            (src / ".hidden.mp4").write_bytes(b"x")
+    elif case == "missing_splits":
+        extra = ["--splits", str(tmp_path / "nope.txt")]
+    else:
+        extra = ["--splits", str(tmp_path)]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = main(["--src", str(src), "--dst", str(dst), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+    if case == "dst_is_file":
+        assert dst.read_text() == "my notes\n"
