@@ -426,6 +426,10 @@ def test_mead_layout_labels_splits_and_separate_audio(edtalk, tmp_path):
                                         splits=str(tmp_path / "splits.txt")), progress=False)
     assert again["processed_now"] == 0
     assert {r.id: r.split for r in read_index(out)} == {"M003_happy_level2_001": "test", "W009_neutral_level1_001": "val"}
+    assert "--splits moved 1 identity with clips: W009 train -> val" in format_summary(again)
+    # and the moved split is now the recorded one: a rerun without the file keeps it
+    preprocess(PreprocessConfig(src=str(src), dst=str(out), layout="mead", size=64), progress=False)
+    assert {r.id: r.split for r in read_index(out)} == {"M003_happy_level2_001": "test", "W009_neutral_level1_001": "val"}
 
 
 def test_hdtf_identities_crop_files_and_plain_identity_from_parent(tmp_path):

@@ -105,7 +105,6 @@ from .resume import (  # noqa: F401 - DiskClip and scan_clips are part of this m
     plan_resume,
     read_skipped,
     scan_clips,
-    source_changed,
     source_stamp,
 )
 from .splits import SPLIT_SEED, assign_splits, read_split_file, recorded_splits  # noqa: F401 - re-exported
@@ -1083,7 +1082,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity-from", choices=("name", "parent"), default=d.identity_from,
                    help="plain layout: identity from the file stem or the parent folder")
     p.add_argument("--splits", help="split file: JSON {identity: split} or lines `identity split`")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the identity split")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the split of identities new to the dataset (recorded splits never move)")
     p.add_argument("--max-seconds", type=float, default=None, help="use only the first seconds of each video")
     p.add_argument("--detect-every", type=int, default=d.detect_every, help="frames between face detections")
     p.add_argument("--min-face", type=float, default=d.min_face, help="smallest face box side kept (source px)")
