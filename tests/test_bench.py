@@ -404,3 +404,28 @@ def test_demo_sanity_lines_read_the_table():
     assert lines[0].startswith("ok ") and "mouth SSIM" in lines[0]
     assert lines[1].startswith("NOT") and "nan" in lines[1]  # a missing figure is never a pass
     assert lines[2].startswith("ok ") and "M-LMD 0.600 < static frame 1.100" in lines[2]
+
+
+def test_a_model_of_another_landmark_set_is_the_rows_reason_not_an_error_per_clip(tiny_synth, tmp_path):
+    """Real data with dlib's 68 points and a model trained on SynthTalk's dense set: refused before any clip, naming
+    both sets (it used to fail on every clip with ``IndexError: index 68 is out of bounds``)."""
+    from dreamhead_lit.bench import DreamHeadMethod, MethodUnavailable
+    from dreamhead_lit.data.datamodule import TalkingHeadDataModule
+    from dreamhead_lit.data.landmarks import topology_68
+    from dreamhead_lit.lit.a2l import A2LDiffusion
+    from dreamhead_lit.lit.l2i import L2IDiffusion
+
+    dm2 = TalkingHeadDataModule(root=tiny_synth, stage="l2i", batch_size=4, frames_per_clip=2)
+    dm2.setup()
+    net2 = {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [16],
+            "head_channels": 8, "norm_groups": 4, "dropout": 0.0, "patch_size": 2}
+    l2i = L2IDiffusion.from_datamodule(dm2, net=net2).eval()
+    dm1 = TalkingHeadDataModule(root=tiny_synth, stage="a2l", batch_size=4, window=16)
+    dm1.setup()
+    a2l = A2LDiffusion.from_datamodule(dm1, net={"dim": 32, "depth": 1, "heads": 2, "dropout": 0.0}).eval()
+    cfg = structured(make_cfg(tiny_synth, tmp_path, metrics=["ssim"], max_clips=1, methods={}))
+    ctx = bench_context(cfg)
+    ctx.dataset_info = {**ctx.dataset_info, "landmark_topology": topology_68().to_json()}
+    with pytest.raises(MethodUnavailable, match="trained on 100-point SynthTalk dense landmarks.*dlib's 68 points"):
+        DreamHeadMethod("dreamhead", MethodConfig(kind="dreamhead", steps=1), ctx, stage1=a2l, stage2=l2i)
+    DreamHeadMethod("dreamhead", MethodConfig(kind="dreamhead", steps=1), bench_context(cfg), stage1=a2l, stage2=l2i)

@@ -525,6 +525,26 @@ class _StageMethod(Method):
             raise MethodUnavailable(f"the stage-2 model {self.ckpt2 or '(injected)'} is conditioned on {condition} "
                                     f"(model.condition={condition}), kind {self.kind} needs one conditioned on "
                                     f"{self.stage2_condition}: score it with kind {use}")
+        self._check_landmark_sets()
+
+    def _check_landmark_sets(self) -> None:
+        """The models must use the dataset's landmark set (a 131-point model cannot read dlib's 68 points): checked
+        before any clip, so a mismatch is the row's one reason instead of an error on every clip."""
+        from .data.landmarks import LandmarkTopology
+        from .pipeline import GenerationError, check_landmark_contract
+
+        topo = self.ctx.dataset_info.get("landmark_topology")
+        if not topo:
+            return
+        data = LandmarkTopology.from_json(topo)
+        remedy = (f"train it on this dataset (make train-stage1 / train-stage2 DATA={self.ctx.data_root}) or bench it "
+                  "on data with its landmark set")
+        for stage in ("stage1", "stage2") if self.needs_stage1 else ("stage2",):
+            try:
+                check_landmark_contract(getattr(self, stage), data.num_points, f"the dataset {self.ctx.data_root}",
+                                        points_name=data.name, remedy=remedy)
+            except GenerationError as err:
+                raise MethodUnavailable(str(err)) from err
 
     def _source(self, module: Any, ckpt: Path | None) -> Any:
         return file_fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
@@ -539,18 +559,18 @@ class _StageMethod(Method):
 
     @property
     def stage2(self) -> Any:
-        from .pipeline import load_stage
+        from .pipeline import load_checked
 
         if self._stage2 is None:
-            self._stage2 = load_stage(self.ckpt2, "stage2").to(self.ctx.device)
+            self._stage2 = load_checked(self.ckpt2, "stage2").to(self.ctx.device)
         return self._stage2
 
     @property
     def stage1(self) -> Any:
-        from .pipeline import load_stage
+        from .pipeline import load_checked
 
         if self._stage1 is None:
-            self._stage1 = load_stage(self.ckpt1, "stage1").to(self.ctx.device)
+            self._stage1 = load_checked(self.ckpt1, "stage1").to(self.ctx.device)
         return self._stage1
 
     def _stage2_setting(self, name: str) -> str:
@@ -670,10 +690,6 @@ class Stage2GTLandmarksMethod(_StageMethod):
 
     def generate(self, clip: TestClip, out: Path) -> None:
         info = self.stage2.data_info or {}
-        topo = info.get("landmark_topology", {})
-        if topo and topo.get("num_points") != clip.topology.num_points:
-            raise MethodUnavailable(f"the stage-2 model was trained on {topo.get('num_points')} landmarks, the test "
-                                    f"clips have {clip.topology.num_points}")
         self._run_pipeline(clip, out, ref=clip.folder, stage1=GroundTruthLandmarks(clip, info))
 
 

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoints import SAFE_LOAD, load_module, safe_load
+from .lit.guards import NonFiniteError, NonFiniteGuard
 from .config import ConfigError, DataConfig, TrainerConfig, load_config, resolve_path, save_resolved_config, to_container
 from .data.audio import SAMPLES_PER_FRAME
 from .data.clip import ClipError, ClipReader, atomic_write_text, read_dataset_info, read_index, validate_clip
@@ -824,8 +825,8 @@ def _trainer(cfg: DictConfig, out: Path, *, monitor: str, mode: str) -> L.Traine
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-step{step}", monitor=monitor, mode=mode,
                            save_top_k=1, auto_insert_metric_name=False)
     logger = TensorBoardLogger(save_dir=str(out.parent), name=out.name, version="", default_hp_metric=False)
-    return L.Trainer(default_root_dir=str(out), logger=logger, callbacks=[ckpt, LastCheckpoint(out / "checkpoints" / "last.ckpt")],
-                     **t, **extra)
+    callbacks = [ckpt, LastCheckpoint(out / "checkpoints" / "last.ckpt"), NonFiniteGuard()]
+    return L.Trainer(default_root_dir=str(out), logger=logger, callbacks=callbacks, **t, **extra)
 
 
 def _prepare_run(kind: str, cfg: DictConfig, *, resume: bool) -> tuple[Path, str | None]:
@@ -996,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         train_fn(cfg, resume=args.if_needed)
-    except (ConfigError, ClipError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, ClipError, FileNotFoundError, ValueError, NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
