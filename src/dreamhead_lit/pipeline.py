@@ -300,10 +300,10 @@ def reference_from_clip(clip: Path, *, max_frames: int | None) -> Reference:
     import json
 
     meta = json.loads((clip / "meta.json").read_text())
-    record = ClipRecord.from_json(meta)
-    try:  # a truncated or inconsistent clip: one message naming it, not a traceback from numpy
-        validate_clip(root, record)
-    except ClipError as err:
+    try:  # the folder names the clip (a meta.json naming another one is refused by the validator)
+        record = ClipRecord.from_json({**meta, "id": clip.name}, where=str(clip / "meta.json"))
+        validate_clip(root, record)  # a truncated, inconsistent or non-finite clip: one message naming it
+    except ValueError as err:
         raise GenerationError(f"the reference {err}: re-run preprocessing for it or pick another clip") from err
     reader = ClipReader(root, record, meta)
     n = min(reader.num_frames, max_frames or reader.num_frames)
