@@ -312,6 +312,23 @@ def reference_from_clip(clip: Path, *, max_frames: int | None) -> Reference:
     return Reference(reader.frames(0, n), dense, topo.sparse(dense), "clip", topology=topo.name)
 
 
+def reference_at_size(reference: Reference, size: int) -> Reference:
+    """The reference's frames resized to ``size`` (antialiased) with its landmarks scaled to match: a model's working
+    resolution need not be the dataset's (``data.resolution``)."""
+    from dataclasses import replace
+
+    from .data.datamodule import resize_frames
+
+    have = reference.frames.shape[1]
+    if have == size:
+        return reference
+    x = torch.from_numpy(np.ascontiguousarray(reference.frames)).permute(0, 3, 1, 2).float()
+    frames = resize_frames(x, size).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    scale = np.float32(size / have)
+    return replace(reference, frames=frames, landmarks=reference.landmarks * scale,
+                   landmarks68=reference.landmarks68 * scale)
+
+
 def load_reference(ref: str | Path, *, size: int, info: dict, num_frames: int) -> Reference:
     path = Path(ref)
     if path.is_dir() and (path / "meta.json").is_file():
@@ -493,6 +510,7 @@ def generate(
     info_ref = info2 if a2l is None else a2l.data_info
     reference = ref if isinstance(ref, Reference) else load_reference(ref, size=size, info=info_ref,
                                                                       num_frames=num_frames)
+    reference = reference_at_size(reference, size)  # a processed clip of another resolution than the model's
     where = _describe_reference(ref, reference)
     for module in (a2l, l2i):  # stage 2 draws the reference's points too (rasterised reference landmarks)
         if module is not None:

@@ -8,7 +8,9 @@ Stage 1 (``stage="a2l"``) samples, with W = window, N = landmark count, K = (2·
     to_image       float32 (W, 2, 3)   canonical -> crop pixels, per frame (for drawing and pixel-space metrics)
     emotion, intensity, identity, clip, start   int64 ()
 
-Stage 2 (``stage="l2i"``) samples, H = W_img = dataset resolution:
+Stage 2 (``stage="l2i"``) samples, H = W_img = the working resolution (``resolution``; the dataset's when None). Frames
+and landmarks of a dataset at another resolution are resized here, so a model's size and the data's resolution are
+independent (demo-size networks train at 64 px on 256 px HDTF crops):
 
     frame, ref_frame, masked_frame       float32 (3, H, H) in [-1, 1]
     landmark_image, ref_landmark_image   float32 (3, H, H) in [0, 1], one channel per face region
@@ -57,7 +59,13 @@ class DatasetContext:
     point_index: np.ndarray  # which dense points the model sees (all, or the 68)
     regions: torch.Tensor  # (N,) region channel of each of those points
     identities: dict[str, int]
-    resolution: int
+    resolution: int  # the working resolution samples are made at (stage 2: ``data.resolution``, else the dataset's)
+    source_resolution: int = 0  # the dataset's frames (dataset.json); 0 = the same as ``resolution``
+
+    @property
+    def scale(self) -> float:
+        """Working pixels per dataset pixel (landmarks are scaled by it with the frames)."""
+        return self.resolution / self.source_resolution if self.source_resolution else 1.0
 
 
 def default_template68() -> np.ndarray:
@@ -79,6 +87,16 @@ def load_context(root: Path, landmark_set: LandmarkSet, records: list[ClipRecord
     regions = torch.as_tensor(np.asarray(topo.regions)[index], dtype=torch.long)
     identities = {name: i for i, name in enumerate(sorted({r.identity for r in records}))}
     return DatasetContext(root, topo, template, index, regions, identities, int(info.get("resolution", 0)))
+
+
+def resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 3, H, H) -> (..., 3, size, size), antialiased (a no-op at the same size)."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    lead = x.shape[:-3]
+    y = torch.nn.functional.interpolate(x.reshape(-1, *x.shape[-3:]), size=(size, size), mode="bilinear",
+                                        align_corners=False, antialias=True)
+    return y.reshape(*lead, *y.shape[-3:])
 
 
 def cached_features(reader: ClipReader, extractor) -> np.ndarray:
@@ -251,6 +269,7 @@ class FrameDataset(_ClipDataset):
         self.context = context
         self.gap = reference_min_gap
         self.sigma = landmark_sigma * ctx.resolution / 64.0
+        self.scale = ctx.scale
         if train:
             self.index = [(c, -1) for c in range(len(readers)) for _ in range(frames_per_clip)]
         else:
@@ -269,6 +288,18 @@ class FrameDataset(_ClipDataset):
     @staticmethod
     def to_tensor(frame: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+    def _frame(self, reader: ClipReader, t: int) -> torch.Tensor:
+        """(3, H, H) in [-1, 1] at the working resolution."""
+        x = self.to_tensor(reader.frame(t))
+        if x.shape[-1] != (self.ctx.source_resolution or self.ctx.resolution):
+            raise ClipError(reader.record.id, f"frames are {x.shape[-1]} px, dataset.json says "
+                                              f"{self.ctx.source_resolution or self.ctx.resolution}")
+        return resize_frames(x, self.ctx.resolution)
+
+    def _points(self, reader: ClipReader, t: int) -> np.ndarray:
+        """(N, 2) crop pixels at the working resolution."""
+        return np.asarray(reader.landmarks[t], dtype=np.float32) * np.float32(self.scale)
 
     def landmark_image(self, points: np.ndarray) -> torch.Tensor:
         pts = torch.from_numpy(np.asarray(points, dtype=np.float32)[self.ctx.point_index])
@@ -289,19 +320,17 @@ class FrameDataset(_ClipDataset):
         rng = self._rng()
         if t < 0:
             t = int(rng.integers(reader.num_frames))
-        frame = self.to_tensor(reader.frame(t))
-        if frame.shape[-1] != self.ctx.resolution:
-            raise ClipError(reader.record.id, f"frames are {frame.shape[-1]} px, dataset.json says {self.ctx.resolution}")
-        points = np.asarray(reader.landmarks[t], dtype=np.float32)
+        frame = self._frame(reader, t)
+        points = self._points(reader, t)
         ref_c, ref_t = self._reference(c, t, rng)
         ref_reader = self.readers[ref_c]
-        ref_points = np.asarray(ref_reader.landmarks[ref_t], dtype=np.float32)
+        ref_points = self._points(ref_reader, ref_t)
         sparse = torch.from_numpy(self.ctx.topology.sparse(points) if points.shape[0] != 68 else points)
         mask = lower_face_mask(sparse, size=self.ctx.resolution)
         return {
             "frame": frame,
             "landmark_image": self.landmark_image(points),
-            "ref_frame": self.to_tensor(ref_reader.frame(ref_t)),
+            "ref_frame": self._frame(ref_reader, ref_t),
             "ref_landmark_image": self.landmark_image(ref_points),
             "masked_frame": frame * (1.0 - mask),
             "mask": mask,
@@ -337,6 +366,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
         reference_min_gap: int = 12,
         landmark_sigma: float = 0.75,
         frames_per_clip: int = 16,
+        resolution: int | None = None,
     ):
         super().__init__()
         if stage not in ("a2l", "l2i"):
@@ -373,6 +403,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
             return
         records = self._records()
         self.ctx = load_context(self.root, self.hparams.landmark_set, records)
+        self._set_working_resolution()
         splits = [self.hparams.train_split, self.hparams.val_split, *self.hparams.test_splits]
         readers: dict[str, list[ClipReader]] = {s: [] for s in splits}
         min_frames = self.hparams.window if self.stage == "a2l" else 1
@@ -393,6 +424,19 @@ class TalkingHeadDataModule(L.LightningDataModule):
         for split, split_readers in readers.items():
             if split_readers:
                 self.datasets[split] = self._make_dataset(split_readers, train=split == self.hparams.train_split)
+
+    def _set_working_resolution(self) -> None:
+        """Stage 2 works at ``resolution`` whatever the dataset's (frames and landmarks resized in the samples, said
+        once); stage 1 never sees pixels, and its LMD stays in the dataset's pixels."""
+        wanted, have = self.hparams.resolution, self.ctx.resolution
+        if self.stage != "l2i" or not wanted or wanted == have:
+            return
+        self.ctx.source_resolution, self.ctx.resolution = have, int(wanted)
+        how = ("downsampled" if wanted < have else
+               "UPSAMPLED (the model works at more pixels than the data has; set data.resolution to the data's own, "
+               f"{have}, with a UNet whose attention_resolutions fit it, to train at the data's resolution)")
+        log.warning("%s: %d px frames are %s to the working resolution %d px (data.resolution)", self.root, have, how,
+                    wanted)
 
     def _records(self) -> list[ClipRecord]:
         return read_index(self.root)
@@ -460,6 +504,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
             "point_index": [int(i) for i in self.ctx.point_index],
             "canonical_template68": np.asarray(self.ctx.template68).round(6).tolist(),
             "resolution": self.ctx.resolution,
+            "source_resolution": self.ctx.source_resolution or self.ctx.resolution,
             "landmark_sigma": float(h.landmark_sigma),
             "audio_feature": h.audio_feature,
             "audio_context": int(h.audio_context),

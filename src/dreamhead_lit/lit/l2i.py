@@ -164,14 +164,19 @@ class L2IDiffusion(DiffusionLitModule):
             self.x_channels, self.x_size = channels, h
         else:
             self.x_channels, self.x_size = 3, resolution
-        self.net = L2IUNet(
-            mode=n.mode, use_reference=n.use_reference, condition=n.condition, audio_steps=audio_steps,
-            audio_dim=audio_dim, image_channels=self.x_channels,
-            landmark_channels=landmark_channels, resolution=self.x_size, base_channels=n.base_channels,
-            channel_mult=tuple(n.channel_mult), num_res_blocks=n.num_res_blocks,
-            attention_resolutions=tuple(n.attention_resolutions), head_channels=n.head_channels, dropout=n.dropout,
-            norm_groups=n.norm_groups, patch_size=n.patch_size, channels_last=n.channels_last,
-        )
+        try:
+            self.net = L2IUNet(
+                mode=n.mode, use_reference=n.use_reference, condition=n.condition, audio_steps=audio_steps,
+                audio_dim=audio_dim, image_channels=self.x_channels,
+                landmark_channels=landmark_channels, resolution=self.x_size, base_channels=n.base_channels,
+                channel_mult=tuple(n.channel_mult), num_res_blocks=n.num_res_blocks,
+                attention_resolutions=tuple(n.attention_resolutions), head_channels=n.head_channels,
+                dropout=n.dropout, norm_groups=n.norm_groups, patch_size=n.patch_size, channels_last=n.channels_last,
+            )
+        except ValueError as err:  # a layout that does not fit the working resolution: say which keys to change
+            raise ConfigError(f"{err}. The UNet works at data.resolution ({resolution} px here): set data.resolution "
+                              "to the size's own (64 demo, 256 paper) or change model.attention_resolutions / "
+                              "model.channel_mult / model.patch_size to fit") from err
         if n.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.init_diffusion()
