@@ -81,7 +81,7 @@ def test_landmarks_are_scaled_with_the_frames(datasets):
     """A 256 px dataset at working resolution 64: the landmark image of a sample is the one the 64 px data gives."""
     samples = {}
     for r in (64, 256):
-        dm = TalkingHeadDataModule(root=datasets[r], stage="l2i", batch_size=1, frames_per_clip=1, resolution=64)
+        dm = TalkingHeadDataModule(root=datasets[r], stage="l2i", batch_size=1, frames_per_clip=1, working_resolution=64)
         dm.setup()
         samples[r] = dm.datasets["val"][0]
     assert samples[256]["landmarks"].numpy() == pytest.approx(samples[64]["landmarks"].numpy(), abs=1e-3)
@@ -92,8 +92,8 @@ def test_landmarks_are_scaled_with_the_frames(datasets):
 
 def test_a_unet_that_does_not_fit_the_data_is_a_config_error_naming_the_keys(datasets):
     spec = stage_specs()["stage2"]
-    cfg = load_config("stage2/demo.yaml", [f"data.root={datasets[256]}", "data.resolution=null"], schema=spec.schema)
+    cfg = load_config("stage2/demo.yaml", [f"data.root={datasets[256]}", "data.working_resolution=null"], schema=spec.schema)
     dm = TalkingHeadDataModule(stage="l2i", **to_container(cfg.data))
     dm.setup("fit")
-    with pytest.raises(ConfigError, match="data.resolution"):
+    with pytest.raises(ConfigError, match="data.working_resolution"):
         spec.build(cfg, dm)

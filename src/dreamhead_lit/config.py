@@ -74,7 +74,7 @@ class DataConfig:
     frames_per_clip: int = 16  # stage-2 training samples drawn per clip per epoch
     # stage 2 works at this resolution whatever the dataset's: frames and landmarks are resized in the DataModule, so
     # demo-size networks (64 px) train on 256 px HDTF crops and paper-size ones (256 px) on any data. None: the data's.
-    resolution: int | None = None
+    working_resolution: int | None = None
 
 
 @dataclass
@@ -231,8 +231,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, schema: type
 
 # Value rules by key name (wherever the key sits), checked at load so a bad number stops the run before any work with
 # the key named, instead of a traceback deep inside (batch_size=-3) or a run of NaN (lr=nan).
-POSITIVE = {"batch_size", "resolution", "lr", "sample_steps", "num_train_steps", "window", "accumulate_grad_batches",
-            "frames_per_clip", "windows_per_clip", "num_nodes", "max_clips", "steps"}
+POSITIVE = {"batch_size", "working_resolution", "lr", "sample_steps", "num_train_steps", "window",
+            "accumulate_grad_batches", "frames_per_clip", "windows_per_clip", "num_nodes", "max_clips", "steps"}
 NON_NEGATIVE = {"num_workers", "warmup_steps", "weight_decay", "audio_context", "guidance_scale", "reference_min_gap",
                 "landmark_sigma", "gradient_clip_val", "seed"}
 UNIT_INTERVAL = {"ema_decay", "min_lr_ratio"}  # and every key ending in _prob or _fraction

@@ -314,7 +314,7 @@ def reference_from_clip(clip: Path, *, max_frames: int | None) -> Reference:
 
 def reference_at_size(reference: Reference, size: int) -> Reference:
     """The reference's frames resized to ``size`` (antialiased) with its landmarks scaled to match: a model's working
-    resolution need not be the dataset's (``data.resolution``)."""
+    resolution need not be the dataset's (``data.working_resolution``)."""
     from dataclasses import replace
 
     from .data.datamodule import resize_frames
@@ -322,8 +322,7 @@ def reference_at_size(reference: Reference, size: int) -> Reference:
     have = reference.frames.shape[1]
     if have == size:
         return reference
-    x = torch.from_numpy(np.ascontiguousarray(reference.frames)).permute(0, 3, 1, 2).float()
-    frames = resize_frames(x, size).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    frames = resize_frames(np.asarray(reference.frames), size)
     scale = np.float32(size / have)
     return replace(reference, frames=frames, landmarks=reference.landmarks * scale,
                    landmarks68=reference.landmarks68 * scale)

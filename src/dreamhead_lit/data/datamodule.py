@@ -8,7 +8,7 @@ Stage 1 (``stage="a2l"``) samples, with W = window, N = landmark count, K = (2·
     to_image       float32 (W, 2, 3)   canonical -> crop pixels, per frame (for drawing and pixel-space metrics)
     emotion, intensity, identity, clip, start   int64 ()
 
-Stage 2 (``stage="l2i"``) samples, H = W_img = the working resolution (``resolution``; the dataset's when None). Frames
+Stage 2 (``stage="l2i"``) samples, H = W_img = the working resolution (``working_resolution``; the dataset's when None). Frames
 and landmarks of a dataset at another resolution are resized here, so a model's size and the data's resolution are
 independent (demo-size networks train at 64 px on 256 px HDTF crops):
 
@@ -59,7 +59,7 @@ class DatasetContext:
     point_index: np.ndarray  # which dense points the model sees (all, or the 68)
     regions: torch.Tensor  # (N,) region channel of each of those points
     identities: dict[str, int]
-    resolution: int  # the working resolution samples are made at (stage 2: ``data.resolution``, else the dataset's)
+    resolution: int  # the working resolution samples are made at (stage 2: ``data.working_resolution``, else the dataset's)
     source_resolution: int = 0  # the dataset's frames (dataset.json); 0 = the same as ``resolution``
 
     @property
@@ -89,14 +89,16 @@ def load_context(root: Path, landmark_set: LandmarkSet, records: list[ClipRecord
     return DatasetContext(root, topo, template, index, regions, identities, int(info.get("resolution", 0)))
 
 
-def resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(..., 3, H, H) -> (..., 3, size, size), antialiased (a no-op at the same size)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    lead = x.shape[:-3]
-    y = torch.nn.functional.interpolate(x.reshape(-1, *x.shape[-3:]), size=(size, size), mode="bilinear",
-                                        align_corners=False, antialias=True)
-    return y.reshape(*lead, *y.shape[-3:])
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> (..., size, size, 3) with PIL's antialiased bilinear filter (a no-op at the same size).
+    One function for training samples and generation references, so both see the same resampling."""
+    from PIL import Image
+
+    if frames.shape[-3] == size and frames.shape[-2] == size:
+        return frames
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in flat])
+    return out.reshape(*frames.shape[:-3], size, size, 3)
 
 
 def cached_features(reader: ClipReader, extractor) -> np.ndarray:
@@ -291,11 +293,11 @@ class FrameDataset(_ClipDataset):
 
     def _frame(self, reader: ClipReader, t: int) -> torch.Tensor:
         """(3, H, H) in [-1, 1] at the working resolution."""
-        x = self.to_tensor(reader.frame(t))
-        if x.shape[-1] != (self.ctx.source_resolution or self.ctx.resolution):
-            raise ClipError(reader.record.id, f"frames are {x.shape[-1]} px, dataset.json says "
+        frame = reader.frame(t)
+        if frame.shape[1] != (self.ctx.source_resolution or self.ctx.resolution):
+            raise ClipError(reader.record.id, f"frames are {frame.shape[1]} px, dataset.json says "
                                               f"{self.ctx.source_resolution or self.ctx.resolution}")
-        return resize_frames(x, self.ctx.resolution)
+        return self.to_tensor(resize_frames(frame, self.ctx.resolution))
 
     def _points(self, reader: ClipReader, t: int) -> np.ndarray:
         """(N, 2) crop pixels at the working resolution."""
@@ -366,7 +368,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
         reference_min_gap: int = 12,
         landmark_sigma: float = 0.75,
         frames_per_clip: int = 16,
-        resolution: int | None = None,
+        working_resolution: int | None = None,
     ):
         super().__init__()
         if stage not in ("a2l", "l2i"):
@@ -426,16 +428,16 @@ class TalkingHeadDataModule(L.LightningDataModule):
                 self.datasets[split] = self._make_dataset(split_readers, train=split == self.hparams.train_split)
 
     def _set_working_resolution(self) -> None:
-        """Stage 2 works at ``resolution`` whatever the dataset's (frames and landmarks resized in the samples, said
+        """Stage 2 works at ``working_resolution`` whatever the dataset's (frames and landmarks resized in the samples, said
         once); stage 1 never sees pixels, and its LMD stays in the dataset's pixels."""
-        wanted, have = self.hparams.resolution, self.ctx.resolution
+        wanted, have = self.hparams.working_resolution, self.ctx.resolution
         if self.stage != "l2i" or not wanted or wanted == have:
             return
         self.ctx.source_resolution, self.ctx.resolution = have, int(wanted)
         how = ("downsampled" if wanted < have else
-               "UPSAMPLED (the model works at more pixels than the data has; set data.resolution to the data's own, "
+               "UPSAMPLED (the model works at more pixels than the data has; set data.working_resolution to the data's own, "
                f"{have}, with a UNet whose attention_resolutions fit it, to train at the data's resolution)")
-        log.warning("%s: %d px frames are %s to the working resolution %d px (data.resolution)", self.root, have, how,
+        log.warning("%s: %d px frames are %s to the working resolution %d px (data.working_resolution)", self.root, have, how,
                     wanted)
 
     def _records(self) -> list[ClipRecord]:

@@ -174,8 +174,9 @@ class L2IDiffusion(DiffusionLitModule):
                 dropout=n.dropout, norm_groups=n.norm_groups, patch_size=n.patch_size, channels_last=n.channels_last,
             )
         except ValueError as err:  # a layout that does not fit the working resolution: say which keys to change
-            raise ConfigError(f"{err}. The UNet works at data.resolution ({resolution} px here): set data.resolution "
-                              "to the size's own (64 demo, 256 paper) or change model.attention_resolutions / "
+            raise ConfigError(f"{err}. The UNet works at data.working_resolution ({resolution} px here): set "
+                              "data.working_resolution to the size's own (64 demo, 256 paper) or change "
+                              "model.attention_resolutions / "
                               "model.channel_mult / model.patch_size to fit") from err
         if n.channels_last:
             self.net.to(memory_format=torch.channels_last)
