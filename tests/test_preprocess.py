@@ -420,6 +420,14 @@ def test_mead_layout_labels_splits_and_separate_audio(edtalk, tmp_path):
     assert recs["M003_happy_level2_001"].intensity == 2 and recs["W009_neutral_level1_001"].split == "train"
     got = ClipReader(out, recs["M003_happy_level2_001"]).audio()
     assert np.corrcoef(got, audio[: len(got)])[0, 1] > 0.99
+    # MEAD's labels reach stage 1: its samples carry the clip's emotion and intensity
+    from dreamhead_lit.data.clip import EMOTIONS
+    from dreamhead_lit.data.datamodule import TalkingHeadDataModule
+
+    dm = TalkingHeadDataModule(root=out, stage="a2l", batch_size=1, window=16, test_splits=["test"])
+    dm.setup()
+    sample = dm.datasets["test"][0]
+    assert int(sample["emotion"]) == EMOTIONS.index("happy") and int(sample["intensity"]) == 2
     # a split file given later only rewrites the index: nothing is processed again
     (tmp_path / "splits.txt").write_text("W009 val\n")
     again = preprocess(PreprocessConfig(src=str(src), dst=str(out), layout="mead", size=64,
