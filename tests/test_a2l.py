@@ -20,6 +20,8 @@ TINY = ["data.window=16", "data.batch_size=4", "data.windows_per_clip=2", "model
         "model.heads=2", "validation.max_batches=1", "diffusion.sample_steps=4", "validation.log_media=false",
         "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
+
 
 def tiny_cfg(root: Path, runs: Path, *extra: str):
     return load_config("stage1/demo.yaml", [f"data.root={root}", f"runs_root={runs}", *TINY, *extra],
