@@ -20,6 +20,8 @@ TINY = ["data.window=16", "data.batch_size=4", "data.windows_per_clip=2", "model
         "model.heads=2", "validation.max_batches=1", "diffusion.sample_steps=4", "validation.log_media=false",
         "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
+
 
 def tiny_cfg(root: Path, runs: Path, *extra: str):
     return load_config("stage1/demo.yaml", [f"data.root={root}", f"runs_root={runs}", *TINY, *extra],
@@ -41,8 +43,8 @@ def dm(tiny_synth):
     return dm
 
 
-def test_tiny_model_overfits_one_batch(dm):
-    torch.manual_seed(0)
+def test_tiny_model_overfits_one_batch(dm, test_seed):
+    torch.manual_seed(test_seed)
     module = tiny_module(dm, loss={"prefix_prob": 0.0}, diffusion={"cond_drop_prob": 0.0, "guidance_scale": 1.0})
     batch = next(iter(dm.train_dataloader()))
     x0 = module.encode(batch["landmarks"], batch["ref_landmarks"])
@@ -171,11 +173,11 @@ def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, tmp_p
 
 
 @pytest.fixture(scope="module")
-def trained(dm, tmp_path_factory):
+def trained(dm, test_seed):
     """A tiny model trained briefly, so generation has real structure to continue across windows."""
     import lightning as L
 
-    torch.manual_seed(0)
+    torch.manual_seed(test_seed)
     module = tiny_module(dm, optim={"lr": 2e-3, "warmup_steps": 10}, diffusion={"sample_steps": 8})
     trainer = L.Trainer(max_steps=250, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False)

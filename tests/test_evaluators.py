@@ -2,9 +2,9 @@
 weights). What is asserted: the landmarker's augmentation moves points with the image, its error falls with training
 and the trained run plugs into LMD through the Landmarker interface; the sync expert's windows are the evaluation's,
 shift_audio has the AV-offset sign of the LSE procedure, the InfoNCE loss falls on tiny data, the briefly trained
-expert recovers constructed AV offsets of a held-out identity better than chance (only that: 6 clips of 2 s are too
-little for more; at demo size it recovers them all, see the report), and the saved expert plugs into SyncMetric under
-its run's name."""
+expert recovers constructed AV offsets of held-out clips of its training identities in most trials (not of an unseen
+identity: from 6 clips of 2 s that is a draw of the seed; at demo size it recovers them all, see the report), and the
+saved expert plugs into SyncMetric under its run's name."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,8 +79,8 @@ def test_augmentation_moves_the_points_with_the_image():
     assert not torch.allclose(moved, pts)
 
 
-def test_landmarker_error_on_a_held_out_identity_falls_with_training(tiny_synth):
-    torch.manual_seed(0)
+def test_landmarker_error_on_a_held_out_identity_falls_with_training(tiny_synth, test_seed):
+    torch.manual_seed(test_seed)
     train = [r for r in readers(tiny_synth, "train") if r.record.identity != "synth002"]
     held = [r for r in readers(tiny_synth, "train") if r.record.identity == "synth002"]
     x, p = frames_and_points(train, stride=1)
@@ -96,7 +96,7 @@ def test_landmarker_error_on_a_held_out_identity_falls_with_training(tiny_synth)
         return err
 
     before = val_error()
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(test_seed)
     for _ in range(120):
         idx = torch.randint(0, len(x), (16,), generator=gen)
         loss = module.training_step({"image": x[idx], "landmarks": p[idx]}, 0)
@@ -201,29 +201,39 @@ def test_info_nce_masks_overlapping_windows_and_rewards_alignment():
     assert skill == 1.0  # identical embeddings: the aligned pair beats every shifted one
 
 
-def test_sync_expert_loss_falls_and_the_saved_expert_scores_lse(tiny_synth, tmp_path):
-    torch.manual_seed(0)
+def test_sync_expert_loss_falls_and_the_saved_expert_scores_lse(tiny_synth, tmp_path, test_seed):
+    torch.manual_seed(test_seed)
     train = readers(tiny_synth, "train")
-    loss_cfg = SyncLossConfig(group=4, windows_per_clip=48)
+    # groups of 8 windows of one clip, 3 groups a batch: most negatives are the clip's own shifted windows, the ones
+    # that teach sync (groups of 4 in batches of 6, constant lr, 168 steps: the loss fell, but the held-out offset
+    # accuracy below was 0.62-0.98 over seeds 0-4, and 0.14 = untrained for 3 of them on the unseen identity)
+    loss_cfg = SyncLossConfig(group=8, windows_per_clip=48)
     module = SyncExpertModule(model={"width": 0.125, "embed_dim": 32, "input_size": 64}, loss=vars(loss_cfg))
     ds = SyncWindows(train, input_size=64, crop="lower_half", loss=loss_cfg)
-    loader = torch.utils.data.DataLoader(ds, batch_size=6, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, shuffle=True, drop_last=True)
+    epochs = 20  # 240 steps, ~8 s
     opt = torch.optim.AdamW(module.net.parameters(), lr=3e-3)
+    # decayed to 0, as the trainer's cosine schedule does: training ends settled, not at a random point of its wander
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
     losses = []
-    for epoch in range(14):  # 168 steps, ~10 s
+    for epoch in range(epochs):
         for batch in loader:
             loss = module.training_step(batch, 0)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             losses.append(float(loss.detach()))
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), (losses[:5], losses[-5:])
-    # held-out identity, audio shifted by known offsets: recovered (within a frame) more than twice as often as
-    # chance (3 of the 31 searched offsets). Demo-size training reaches 100% (see the report); 6 tiny clips do not.
+    # clips never trained on (the val and test_seen splits: new utterances of the training identities), audio shifted
+    # by known offsets: recovered within a frame in most trials. Seeds 0-4 (1 or 2 threads, avx2 too): 0.93-1.0 of 42
+    # trials; untrained: 1/7 whatever the seed (it answers 0 for every shift), chance 3/31. The unseen identity (test
+    # split) is left out: from 3 training identities its accuracy is still a draw (0.14-0.93 over seeds 0-4); at demo
+    # size the expert recovers it fully.
     module.eval()
-    held = [(np.asarray(r.frames()), r.audio()) for r in readers(tiny_synth, "test")]
+    held = [(np.asarray(r.frames()), r.audio()) for split in ("val", "test_seen") for r in readers(tiny_synth, split)]
     acc = offset_accuracy(module.expert(), held, [-10, -5, -2, 0, 2, 5, 10])
-    assert acc["offset_acc"] > 2 * 3 / 31, acc
+    assert acc["trials"] == 42 and acc["offset_acc"] >= 0.5, acc
 
     # saved as the trainer saves it, loaded as the bench loads it, scored by the unchanged SyncMetric
     blob = {"model": {"width": 0.125, "embed_dim": 32, "input_size": 64, "crop": "lower_half"},

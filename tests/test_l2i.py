@@ -46,8 +46,8 @@ def nontrivial(module: L2IDiffusion) -> L2IDiffusion:
     return module
 
 
-def test_tiny_model_overfits_one_batch(dm):
-    torch.manual_seed(0)
+def test_tiny_model_overfits_one_batch(dm, test_seed):
+    torch.manual_seed(test_seed)
     module = tiny_module(dm, diffusion={"cond_drop_prob": 0.0, "guidance_scale": 1.0})
     batch = next(iter(dm.train_dataloader()))
     x0 = module.encode(batch["frame"])

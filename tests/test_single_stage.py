@@ -111,8 +111,8 @@ def test_audio_is_embedded_not_an_input_channel_and_guidance_drops_it(dm, batch)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # training_step outside a Trainer
-def test_training_steps_reduce_the_loss_on_one_batch(dm):
-    torch.manual_seed(0)
+def test_training_steps_reduce_the_loss_on_one_batch(dm, test_seed):
+    torch.manual_seed(test_seed)
     module = audio_module(dm, diffusion={"cond_drop_prob": 0.1})  # the audio dropped as in training runs
     batch = next(iter(dm.train_dataloader()))
     losses = train_on_one_batch(lambda: module.training_step(batch, 0), module.net.parameters(), lr=3e-3,
