@@ -246,7 +246,11 @@ def latest_checkpoint(stage: str, *, runs_root: str = "runs", name: str | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dreamhead_lit.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dreamhead_lit.train", description=__doc__.splitlines()[0],
+        epilog="ckpt_path= files are loaded as weights only (a file that would run code is refused); one outside runs/ "
+               "starts a new run under runs_root. model.vae_checkpoint (stage 2's latent codec) is different: a "
+               "TorchScript file is code and runs when loaded, so use only files you trust.")
     parser.add_argument("stage", choices=["stage1", "stage2"])
     parser.add_argument("--size", default="demo", help="experiments/<stage>/<size>.yaml (demo or paper)")
     parser.add_argument("--if-needed", action="store_true",
