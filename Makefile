@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
 	preprocess real bench ablate train-landmarker train-syncnet \
-	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-preprocess clean help
+	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
 help:
 	@echo "make demo         SynthTalk (demo) -> stage 1 -> stage 2 -> test-split figures -> talking-head mp4s"
@@ -149,6 +149,10 @@ bench-stage1: $(STAMP)
 
 bench-stage2: $(STAMP)
 	$(PY) benchmarks/bench_stage2.py $(ARGS)
+
+# training steps/s and peak memory: make bench-train ARGS="--stage stage2 --size paper --data data/realclips"
+bench-train: $(STAMP)
+	$(PY) benchmarks/bench_train.py $(ARGS)
 
 bench-preprocess: $(STAMP)
 	$(PY) benchmarks/bench_preprocess.py $(ARGS)

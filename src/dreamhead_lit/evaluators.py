@@ -631,8 +631,14 @@ class TrainedSyncExpert(SyncNetExpert):
         m = blob["model"]
         label = (f"trained expert {run} (joonson SyncNet x{m['width']:g} width, {m['input_size']} px "
                  f"{m['crop'].replace('_', ' ')}, InfoNCE"
-                 + (f"; offset acc {100 * acc:.0f}% on held-out clips)" if acc is not None else ")"))
+                 + (f"; offset acc {100 * acc:.0f}% on held-out clips" if acc is not None else "")
+                 + ("; NEAR CHANCE: too little training data, its LSE figures mean little)" if _near_chance(acc) else ")"))
         return cls(model, name=label, input_size=m["input_size"], crop=m["crop"], device=device, offset_accuracy=acc)
+
+
+def _near_chance(offset_accuracy: float | None) -> bool:
+    """Below 0.3: an expert that answers offset 0 for every shift already scores 1/7 on the default shifts."""
+    return offset_accuracy is not None and offset_accuracy < 0.3
 
 
 def shift_audio(audio: np.ndarray, frames: int) -> np.ndarray:
@@ -972,6 +978,9 @@ def train_sync_expert(cfg: DictConfig, *, resume: bool = False) -> Path:
     print(f"\nsync expert run: {out}\n  offset accuracy (within 1 frame of shifts {list(cfg.eval_shifts)}): "
           f"val {val_acc['offset_acc']:.1%}" + (f", test {held['offset_acc']:.1%}" if test else "")
           + f" ({held['trials']} trials; chance ~{3 / 31:.0%})")
+    if _near_chance(held["offset_acc"]):
+        print("  warning: near chance, so LSE-C/D scored by this expert mean little; it needs more training clips "
+              "(hours of speech, as HDTF has) or the official syncnet_v2.model", file=sys.stderr)
     return out
 
 
