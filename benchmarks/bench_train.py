@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py --stage stage2 --size paper --data data/realclips [--steps 5] [--batch-size 2]
                                      [--precision 32-true|bf16-mixed] [--devices 1] [--strategy auto|ddp] [key=value ...]
 
-Runs the real training entry (``train.fit``: the DataModule, the LightningModule, Lightning's Trainer) for a few steps
+Runs the real training entry (``training.fit``: the DataModule, the LightningModule, Lightning's Trainer) for a few steps
 with validation off, in a throw-away runs folder, and times each optimiser step after ``--warmup`` steps with a
 callback (on CUDA, synchronised). Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA, the process's peak
 resident set size on CPU (``getrusage``; with DDP, rank 0's). Prints one line; a machine that is slow only makes the
@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dreamhead_lit.config import load_config
-from dreamhead_lit.train import fit, stage_specs
+from dreamhead_lit.training import fit, stage_specs
 
 
 class StepTimer(Callback):

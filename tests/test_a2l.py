@@ -12,7 +12,8 @@ from dreamhead_lit.config import load_config
 from dreamhead_lit.data.datamodule import TalkingHeadDataModule
 from dreamhead_lit.lit.a2l import A2LDiffusion, Stage1Config, landmark_distance, window_starts
 from dreamhead_lit.metrics.lmd import landmark_jitter
-from dreamhead_lit.train import fit, main
+from dreamhead_lit.train import main
+from dreamhead_lit.training import fit
 
 from conftest import train_on_one_batch
 

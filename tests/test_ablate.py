@@ -17,7 +17,7 @@ from dreamhead_lit.ablate import (
     run_ablation,
 )
 from dreamhead_lit.config import load_config
-from dreamhead_lit.train import fit, stage_specs
+from dreamhead_lit.training import fit, stage_specs
 
 from test_a2l import TINY as TINY1
 from test_bench import backends
@@ -174,12 +174,12 @@ def test_data_option_takes_a_config_group_or_a_dataset_folder(tmp_path):
 def test_ctrl_c_during_training_says_how_to_continue(tiny_synth, tmp_path, monkeypatch, capsys):
     """Lightning ends the process with sys.exit(1) after a graceful Ctrl-C (last.ckpt saved): the harness turns that
     into its own message and exit code 130; the same command then resumes (see the resume test above)."""
-    import dreamhead_lit.train as train
+    import dreamhead_lit.training as training
 
     def interrupted_fit(stage, cfg, **_):
         raise SystemExit(1)
 
-    monkeypatch.setattr(train, "fit", interrupted_fit)
+    monkeypatch.setattr(training, "fit", interrupted_fit)
     s = _settings(tiny_synth, tmp_path)
     args = ["--drop", "temporal_smooth", "--out-root", s.out_root, *s.overrides, *(f"--bench={b}" for b in s.bench_overrides)]
     assert main(args) == 130

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from dreamhead_lit.checkpoints import CheckpointError, read_header, safe_load
-from dreamhead_lit.train import DONE_FILE, fit, main
+from dreamhead_lit.runs import DONE_FILE
+from dreamhead_lit.train import main
+from dreamhead_lit.training import fit
 
 from test_a2l import TINY, tiny_cfg
 

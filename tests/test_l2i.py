@@ -214,7 +214,7 @@ def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, tmp_p
 
 def test_evaluate_stage2_cli_writes_figures_and_grid(tiny_synth, tmp_path):
     from dreamhead_lit.evaluate import main as evaluate_main
-    from dreamhead_lit.train import fit
+    from dreamhead_lit.training import fit
 
     cfg = load_config("stage2/demo.yaml", [f"data.root={tiny_synth}", f"runs_root={tmp_path}", *TINY,
                                            "trainer.max_steps=2", "trainer.val_check_interval=2"],

@@ -14,7 +14,7 @@ from PIL import Image
 from dreamhead_lit.config import ConfigError, load_config, to_container
 from dreamhead_lit.data.clip import read_index, write_index
 from dreamhead_lit.data.datamodule import TalkingHeadDataModule
-from dreamhead_lit.train import stage_specs
+from dreamhead_lit.training import stage_specs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

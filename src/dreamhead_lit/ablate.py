@@ -118,7 +118,7 @@ def format_registry(registry: dict[str, Component]) -> str:
 
 
 def _schema(stage: str) -> type:
-    from .train import stage_specs
+    from .training import stage_specs
 
     return stage_specs()[stage].schema
 
@@ -144,7 +144,7 @@ class RunPlan:
 def plan_run(stage: str, size: str, name: str, overrides: list[str]) -> RunPlan:
     """The run of ``stage`` configured by ``<stage>/<size>.yaml`` + ``overrides``: an existing finished run with the
     same config, else ``runs/<stage>/<name>`` (resumed when it holds a checkpoint of the same config)."""
-    from .train import DONE_FILE, comparable_config, config_differences
+    from .runs import DONE_FILE, comparable_config, config_differences
 
     schema = _schema(stage)
     cfg = load_config(f"{stage}/{size}.yaml", [*overrides, f"name={name}"], schema=schema)
@@ -173,7 +173,8 @@ def plan_run(stage: str, size: str, name: str, overrides: list[str]) -> RunPlan:
 
 def ensure_trained(plan: RunPlan) -> None:
     """Train (or resume) the planned run unless it is reused."""
-    from .train import DONE_FILE, fit
+    from .runs import DONE_FILE
+    from .training import fit
 
     if plan.state != "reused":
         cfg = plan.cfg.copy()
@@ -389,13 +390,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def _columns(results: list[SeedResult]) -> list[tuple[str, str, bool | None, str]]:
     """(column, heading, higher is better, source) of the metrics some variant has a value for."""
-    from .bench import _HEADINGS  # one table vocabulary for the bench and the ablation
+    from .bench import TABLE_HEADINGS  # one table vocabulary for the bench and the ablation
 
     cols: list[tuple[str, str, bool | None, str]] = []
     for column, key, heading, hib in _LANDMARK_COLUMNS:
         if any(key in r.landmarks.get(v, {}) for r in results for v in r.landmarks):
             cols.append((column, heading, hib, "landmarks"))
-    for key, heading, hib in _HEADINGS:
+    for key, heading, hib in TABLE_HEADINGS:
         if any(math.isfinite(_number(row.get(key))) for r in results for row in r.bench.values()):
             cols.append((key, heading, hib, "bench"))
     return cols

@@ -96,6 +96,7 @@ from .metrics.lmd import DlibLandmarker, LMDNormalisation
 __all__ = [
     "METRICS",
     "TABLE_COLUMNS",
+    "TABLE_HEADINGS",
     "PER_CLIP_COLUMNS",
     "MethodConfig",
     "LMDSettings",
@@ -140,7 +141,7 @@ PER_CLIP_COLUMNS = (
 NA = "n/a"
 CACHE_VERSION = 2  # bump when the scoring code changes what a cached per-clip row would contain
 # Table headings: (column, heading, higher is better; None: closest to 1 is best)
-_HEADINGS = (
+TABLE_HEADINGS = (
     ("ssim", "SSIM", True), ("psnr", "PSNR", True), ("ssim_mouth", "SSIM-m", True), ("psnr_mouth", "PSNR-m", True),
     ("lpips", "LPIPS", False), ("lmd_mouth", "M-LMD", False), ("lmd_face", "F-LMD", False), ("jitter_ratio", "Jitter", None),
     ("lse_c", "LSE-C", True),
@@ -500,7 +501,7 @@ class FolderMethod(Method):
 
 def _checkpoint(spec: str | None, stage: str, runs_root: str) -> Path:
     """A checkpoint file from a path, a run name under ``runs/<stage>/`` or None (the latest run of the stage)."""
-    from .train import latest_checkpoint
+    from .runs import latest_checkpoint
 
     if spec:
         path = resolve_path(spec)
@@ -1420,7 +1421,7 @@ def _fmt(v: Any, col: str) -> str:
 
 def _markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestClip], table: list[dict], scorer: Scorer,
               notes: dict[str, str], skipped: dict[str, tuple[MethodConfig, str]], fid_values: dict, world: int) -> str:
-    cols = [(c, h, hib) for c, h, hib in _HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)]
+    cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)]
     head = ["method", "protocol", "source video", "clips"] + [f"{h} {arrow(hib)}" for _, h, hib in cols]
     lines = [f"# Benchmark `{cfg.name}` on {dataset}: {', '.join(splits)} ({len(clips)} clips)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -1505,7 +1506,7 @@ def _write_outputs(out: Path, cfg: Any, result: BenchResult, scorer: Scorer, not
 
         with SummaryWriter(str(out / "tensorboard")) as tb:
             for row in result.table:
-                for col, _, _ in _HEADINGS:
+                for col, _, _ in TABLE_HEADINGS:
                     v = row.get(col)
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
                         tb.add_scalar(f"bench/{col}/{row['method']}", float(v), 0)

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data.clip import read_index
     from .data.preview import write_preview
     from . import bench, evaluate, evaluators, generate, train
+    from .runs import latest_checkpoint
 
     t = _step("1/7 SynthTalk (demo size)")
     if synth.main(["--size", "demo"]) != 0:
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     t = _step("6/7 talking heads")
     out = resolve_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpts = ["--stage1", str(train.latest_checkpoint("stage1", name="demo")),
-             "--stage2", str(train.latest_checkpoint("stage2", name="demo"))]
+    ckpts = ["--stage1", str(latest_checkpoint("stage1", name="demo")),
+             "--stage2", str(latest_checkpoint("stage2", name="demo"))]
     test = [r for r in read_index(root) if r.split == "test"]
     speaker, speech = test[0], next((r for r in test[1:] if r.identity == test[0].identity), test[0])
     jobs = [(root / "clips" / speech.id / "audio.wav", root / "clips" / speaker.id, out / f"synthtalk_{speaker.identity}.mp4")]

@@ -172,7 +172,7 @@ def evaluate_stage2(ckpt: Path, *, split: str, overrides: list[str], seed: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import latest_checkpoint
+    from .runs import latest_checkpoint
 
     parser = argparse.ArgumentParser(prog="python -m dreamhead_lit.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["stage1", "stage2"])

@@ -58,6 +58,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoints import SAFE_LOAD, load_module, safe_load
 from .lit.guards import NonFiniteError, NonFiniteGuard
+from .runs import DONE_FILE  # one completion marker for every kind of run
 from .config import ConfigError, DataConfig, TrainerConfig, load_config, resolve_path, save_resolved_config, to_container
 from .data.audio import SAMPLES_PER_FRAME
 from .data.clip import ClipError, ClipReader, atomic_write_text, read_dataset_info, read_index, validate_clip
@@ -109,7 +110,6 @@ __all__ = [
 EVALUATORS_DIR = "evaluators"  # runs/<this>/<kind>-<dataset>/
 LANDMARKER_FILE = "landmarker.pt"
 EXPERT_FILE = "expert.pt"
-DONE_FILE = "done.json"
 SyncCrop = Literal["lower_half", "full"]
 PAD_GUARD = 2.0  # constant coordinate appended to the trained expert's unit embeddings (TrainedSyncExpert.embed)
 DEFAULT_EVAL_SHIFTS = (-10, -5, -2, 0, 2, 5, 10)  # constructed AV offsets (frames) the offset accuracy is measured on
@@ -826,7 +826,7 @@ def _trainer(cfg: DictConfig, out: Path, *, monitor: str, mode: str) -> L.Traine
 
     t = to_container(cfg.trainer)
     extra = t.pop("extra", {}) or {}
-    from .train import LastCheckpoint
+    from .runs import LastCheckpoint
 
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-step{step}", monitor=monitor, mode=mode,
                            save_top_k=1, auto_insert_metric_name=False)

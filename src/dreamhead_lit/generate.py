@@ -39,7 +39,7 @@ def positive_int(text: str) -> int:
 
 def _stage1_for(stage2, stage2_path, given: str | None, runs_root: str):
     """The stage-1 checkpoint a stage-2 model needs: none for one conditioned on audio, else --stage1 or the latest."""
-    from .train import latest_checkpoint
+    from .runs import latest_checkpoint
 
     if stage2.net.condition == "audio":
         if given:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emotion", choices=EMOTIONS, help="speaking emotion for a stage 1 trained with MEAD-style "
                                                             "labels (default: unknown)")
     args = parser.parse_args(argv)
-    from .train import latest_checkpoint
+    from .runs import latest_checkpoint
 
     out = resolve_path(args.out)
     try:
