@@ -174,6 +174,9 @@ def test_non_finite_loss_stops_training_naming_the_step_and_clips(tiny_synth, tm
     ("optim.lr=0", "must be positive"),
     ("diffusion.cond_drop_prob=1.5", "must be between 0 and 1"),
     ("name=../../elsewhere", "a run name is a folder name"),
+    ("diffusion.sampler=dpmpp", "expected one of ['ddpm', 'ddim', 'dpmpp_2m']"),  # closed choices: Literal types
+    ("diffusion.target=noise", "expected one of ['eps', 'x0', 'v']"),
+    ("data.landmark_set=478", "choose one of ['dense', '68']"),
 ])
 def test_bad_values_are_one_line_before_any_work(tiny_synth, tmp_path, capsys, override, message):
     runs = tmp_path / "runs"

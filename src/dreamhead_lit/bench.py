@@ -177,7 +177,7 @@ class MethodConfig:
     uses_source_video: bool | None = None  # None: the kind's default; required for `folder`
     stage1: str | None = None  # checkpoint file or run name under runs/stage1 (None: the latest run)
     stage2: str | None = None  # checkpoint file or run name under runs/stage2 (None: the latest run)
-    protocol: str = "dubbing"  # dreamhead, audio_to_image: dubbing (the test clip is the reference) | one_shot (frame 0)
+    protocol: Protocol = "dubbing"  # dreamhead, audio_to_image: dubbing (the test clip is the reference) | one_shot (frame 0)
     folder: str | None = None  # folder: holds <clip_id>.mp4
     sampler: str | None = None  # None: the checkpoint's configured sampler
     steps: int | None = None  # None: the checkpoint's configured number of steps
@@ -189,8 +189,8 @@ class MethodConfig:
 @dataclass
 class LMDSettings:
     landmarker: str = "auto"  # auto (trained for SynthTalk, dlib otherwise) | dlib | trained | a landmarker run folder
-    target: str = "frames"  # frames: the same landmarker on the ground-truth frames (the field's protocol) | landmarks
-    normalisation: str = "pixels"  # pixels (at report_resolution) | face_size (inter-ocular distance)
+    target: LMDTarget = "frames"  # frames: the same landmarker on the ground-truth frames (the field's protocol) | landmarks
+    normalisation: LMDNormalisation = "pixels"  # pixels (at report_resolution) | face_size (inter-ocular distance)
     report_resolution: int | None = None  # None: the dataset resolution
     dlib_upsample: int = 1  # dlib detector upsampling (1 finds faces down to ~40 px)
 
@@ -199,7 +199,7 @@ class LMDSettings:
 class SyncSettings:
     expert: str = "auto"  # auto (official, else trained, else n/a) | official | trained | a sync expert run folder
     vshift: int = 15  # offsets searched on each side
-    audio: str = "source"  # source: the clip's audio.wav (what drove every method) | video: the mp4's audio track
+    audio: SyncAudio = "source"  # source: the clip's audio.wav (what drove every method) | video: the mp4's audio track
 
 
 @dataclass

@@ -66,7 +66,7 @@ class DataConfig:
     window: int = 32  # frames per stage-1 training window (1.28 s at 25 fps)
     audio_feature: str = "logmel80"  # name in data.audio's feature registry
     audio_context: int = 2  # video frames of audio context on each side of a frame (DreamTalk uses ±5 at 50 Hz ≈ ±2.5 frames)
-    landmark_set: str = "dense"  # "dense" (the dataset's full set) or "68" (dlib points only)
+    landmark_set: str = "dense"  # "dense" (the dataset's full set) or "68" (dlib points only); checked in CHOICES
     windows_per_clip: int = 4  # training windows drawn per clip per epoch (random starts)
     # stage 2
     reference_min_gap: int = 12  # frames between target and reference, so the reference is not a copy of the target
@@ -196,7 +196,8 @@ def _explain(err: OmegaConfBaseException, where: str) -> ConfigError:
     if isinstance(err, ConfigKeyError):
         return ConfigError(f"{where}: unknown config key {key!r} ({msg})")
     if isinstance(err, ValidationError):
-        return ConfigError(f"{where}: wrong type for config key {key!r} ({msg})")
+        what = "bad value" if "expected one of" in msg else "wrong type"
+        return ConfigError(f"{where}: {what} for config key {key!r} ({msg})")
     return ConfigError(f"{where}: bad value for config key {key!r} ({msg})")
 
 
@@ -236,6 +237,9 @@ POSITIVE = {"batch_size", "working_resolution", "lr", "sample_steps", "num_train
 NON_NEGATIVE = {"num_workers", "warmup_steps", "weight_decay", "audio_context", "guidance_scale", "reference_min_gap",
                 "landmark_sigma", "gradient_clip_val", "seed"}
 UNIT_INTERVAL = {"ema_decay", "min_lr_ratio"}  # and every key ending in _prob or _fraction
+# closed choices whose values YAML may type as numbers (`landmark_set=68`), so the schema keeps `str` for them; the
+# other closed choices are Literal types in their schemas, which OmegaConf checks with the valid values in the message
+CHOICES = {"landmark_set": ("dense", "68")}
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # run names become folder names: no '/', no '..'
 
 
@@ -255,6 +259,8 @@ def _check_value(key: str, full: str, value: Any) -> None:
     if key == "name" and "." not in full and value is not None and not PLAIN_NAME.match(str(value)):
         raise ConfigError(f"name={value!r}: a run name is a folder name under runs/ (letters, digits, '.', '_', '-'; "
                           "no '/' and not starting with '.')")
+    if key in CHOICES and str(value) not in CHOICES[key]:
+        raise ConfigError(f"{full}={value}: choose one of {list(CHOICES[key])}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if not math.isfinite(value):

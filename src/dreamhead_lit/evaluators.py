@@ -172,7 +172,7 @@ class SyncNetConfig:
     width: float = 0.25  # channel multiplier on the joonson SyncNet layout (1.0 = the official widths)
     embed_dim: int = 128  # official: 1024
     input_size: int = 64  # face crops are resized to this side (official: 224)
-    crop: str = "lower_half"  # lower_half (Wav2Lip's expert) | full
+    crop: SyncCrop = "lower_half"  # lower_half (Wav2Lip's expert) | full
 
 
 @dataclass

@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -77,7 +78,7 @@ class SynthConfig:
     emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))
     neutral_fraction: float = 0.5  # share of neutral clips (MEAD has one neutral level, three per other emotion)
     supersample: int = 0  # anti-aliasing factor; 0 = automatic (4 up to 128 px, 2 above)
-    frames_format: str = "npy"  # npy (small data) or jpg
+    frames_format: Literal["npy", "jpg"] = "npy"  # npy (small data) or jpg
     workers: int = 2
 
 

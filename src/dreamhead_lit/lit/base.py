@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import lightning as L
 import torch
@@ -19,7 +19,10 @@ from ..diffusion import (
     EMA,
     GaussianDiffusion,
     Inpaint,
+    LossWeighting,
     NoiseSchedule,
+    SamplerName,
+    ScheduleKind,
     classifier_free_guidance,
     clip_denoiser,
     sample,
@@ -30,13 +33,13 @@ from ..diffusion import (
 class DiffusionConfig:
     """The diffusion process and how it is sampled (both stages)."""
 
-    schedule: str = "linear"  # linear | cosine
+    schedule: ScheduleKind = "linear"  # linear | cosine
     num_train_steps: int = 1000
     beta_start: float = 1e-4  # DreamTalk's linear schedule 1e-4 -> 0.02
     beta_end: float = 0.02
-    target: str = "x0"  # eps | x0 | v. x0 lets stage 1 put velocity/acceleration losses on the prediction
-    loss_weighting: str = "none"  # none | min_snr
-    sampler: str = "dpmpp_2m"  # ddpm | ddim | dpmpp_2m; DPM-Solver++ keeps the spread at 20 steps, DDIM narrows it
+    target: Literal["eps", "x0", "v"] = "x0"  # eps | x0 | v. x0 lets stage 1 put velocity/acceleration losses on the prediction
+    loss_weighting: LossWeighting = "none"  # none | min_snr
+    sampler: SamplerName = "dpmpp_2m"  # ddpm | ddim | dpmpp_2m; DPM-Solver++ keeps the spread at 20 steps, DDIM narrows it
     sample_steps: int = 20
     guidance_scale: float = 1.5  # classifier-free guidance on the audio (stage 1) / target landmarks (stage 2)
     cond_drop_prob: float = 0.1  # condition dropout in training (DreamTalk: 0.1); 0 disables guidance training

@@ -49,9 +49,9 @@ FRAME_METRICS = ("ssim", "psnr", "ssim_mouth", "psnr_mouth")
 class L2INetConfig:
     """The L2I UNet (models/unet.py) and the optional latent space."""
 
-    mode: str = "reference"  # reference | dubbing (adds the masked target frame and its mask, DreamHead's inputs)
+    mode: L2IMode = "reference"  # reference | dubbing (adds the masked target frame and its mask, DreamHead's inputs)
     use_reference: bool = True  # false = the reference_image ablation: no reference frame / landmark image
-    condition: str = "landmarks"  # landmarks | audio (the landmark_hierarchy ablation: audio window -> frame)
+    condition: L2ICondition = "landmarks"  # landmarks | audio (the landmark_hierarchy ablation: audio window -> frame)
     base_channels: int = 64
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
     num_res_blocks: int = 2
