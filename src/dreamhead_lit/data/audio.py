@@ -31,6 +31,8 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from .clip import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+
 __all__ = [
     "SAMPLE_RATE",
     "VIDEO_FPS",
@@ -53,9 +55,9 @@ __all__ = [
     "windows_for_frames",
 ]
 
-SAMPLE_RATE = 16000  # every dataset clip and every feature extractor works at 16 kHz mono
-VIDEO_FPS = 25  # every processed clip is 25 fps
-SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS  # 640 samples = one video frame
+# the processed-clip format fixes these (data/clip.py): every clip and every feature extractor works at 16 kHz mono,
+# 25 fps, 640 samples a video frame
+VIDEO_FPS = FPS
 
 
 class AudioError(ValueError):

@@ -32,9 +32,9 @@ from typing import Any, Iterable, Literal
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+SAMPLE_RATE = 16000  # every clip's audio, and every audio feature extractor, at 16 kHz mono
+FPS = 25  # every processed clip's frame rate
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = one video frame (one copy: data/audio.py imports these)
 FramesFormat = Literal["npy", "jpg"]
 EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")  # MEAD's eight
 # a clip id is one folder name: no separators, no leading dot (".", "..", hidden folders); room left for
