@@ -10,7 +10,8 @@ import torch
 
 from dreamhead_lit.config import load_config
 from dreamhead_lit.data.datamodule import TalkingHeadDataModule
-from dreamhead_lit.lit.a2l import A2LDiffusion, Stage1Config, landmark_distance, window_starts
+from dreamhead_lit.lit.a2l import A2LDiffusion, Stage1Config, window_starts
+from dreamhead_lit.metrics.lmd import landmark_distance
 from dreamhead_lit.metrics.lmd import landmark_jitter
 from dreamhead_lit.train import main
 from dreamhead_lit.training import fit

@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric
 from ..config import RunConfig
 from ..data.audio import build_feature_extractor, windows_for_frames
 from ..diffusion import Inpaint, drop_condition
-from ..metrics.lmd import landmark_jitter
+from ..metrics.lmd import landmark_distance, landmark_jitter
 from ..models.a2l import A2LDenoiser
 from .base import DiffusionConfig, DiffusionLitModule, OptimConfig
 
@@ -69,17 +69,6 @@ class Stage1Config(RunConfig):
     optim: OptimConfig = field(default_factory=OptimConfig)
     generation: A2LGenerationConfig = field(default_factory=A2LGenerationConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-
-
-def landmark_distance(pred: Tensor, true: Tensor, points: list[int]) -> Tensor:
-    """LMD per sequence: each frame's point subset centred on its own mean, mean L2 per point, mean over frames.
-
-    pred, true (B, T, N, 2) in pixels -> (B,). The convention of PAPERS.md (M-LMD: points 48-67, F-LMD: all 68).
-    """
-    p, t = pred[..., points, :], true[..., points, :]
-    p = p - p.mean(-2, keepdim=True)
-    t = t - t.mean(-2, keepdim=True)
-    return (p - t).norm(dim=-1).mean((-1, -2))
 
 
 def window_starts(total: int, *, window: int, overlap: int) -> list[int]:

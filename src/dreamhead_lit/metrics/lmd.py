@@ -124,14 +124,25 @@ def lmd_per_frame(
     if p.shape != t.shape:
         raise ValueError(f"pred and target landmark sequences differ in length: {p.shape} vs {t.shape}")
 
-    def centred_distance(idx: list[int] | slice) -> np.ndarray:
-        ps, ts = p[:, idx], t[:, idx]
-        ps = ps - ps.mean(axis=1, keepdims=True)  # each frame's set on its own mean
-        ts = ts - ts.mean(axis=1, keepdims=True)
-        return np.linalg.norm(ps - ts, axis=-1).mean(axis=1)  # mean L2 per point, (T,)
-
+    pt, tt = torch.from_numpy(p), torch.from_numpy(t)
     factor = _frame_factor(t, normalisation, scale)
-    return centred_distance(_MOUTH) * factor, centred_distance(slice(None)) * factor
+    mouth, face = (centred_distance(pt, tt, idx).numpy() for idx in (_MOUTH, slice(None)))
+    return mouth * factor, face * factor
+
+
+def centred_distance(pred: Tensor, true: Tensor, points: list[int] | slice) -> Tensor:
+    """Per frame: the point subset of each side centred on its own mean, then the mean L2 per point.
+    ``(..., N, 2)`` -> ``(...)``; NaN stays NaN. The one LMD kernel, for the bench and for stage 1's validation."""
+    p, t = pred[..., points, :], true[..., points, :]
+    p = p - p.mean(-2, keepdim=True)
+    t = t - t.mean(-2, keepdim=True)
+    return (p - t).norm(dim=-1).mean(-1)
+
+
+def landmark_distance(pred: Tensor, true: Tensor, points: list[int]) -> Tensor:
+    """LMD per sequence (PAPERS.md: M-LMD points 48-67, F-LMD all 68): (B, T, N, 2) pixels -> (B,), the mean over
+    frames of :func:`centred_distance`."""
+    return centred_distance(pred, true, points).mean(-1)
 
 
 def jitter_pair(
