@@ -106,39 +106,4 @@ def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: Dic
             print(f"  {k}: {v}")
 
 
-def _fit_in(out: Path, resume: str | None, spec: StageSpec, stage: str, cfg: DictConfig,
-            callbacks: list[Callback]) -> None:
-    from .data.datamodule import TalkingHeadDataModule
-
-    is_rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    if is_rank_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        save_resolved_config(cfg, out)
-    dm = TalkingHeadDataModule(stage=spec.data_stage, **to_container(cfg.data))
-    dm.prepare_data()
-    dm.setup("fit")
-    dm.require_splits(cfg.data.train_split, cfg.data.val_split)
-    module = spec.build(cfg, dm)
-    t = to_container(cfg.trainer)
-    extra = t.pop("extra", {}) or {}
-    ckpt_dir = out / "checkpoints"
-    callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=spec.monitor, mode=spec.mode, save_top_k=1,
-                        auto_insert_metric_name=False),
-        LearningRateMonitor(logging_interval="step"),
-        LastCheckpoint(ckpt_dir / "last.ckpt"),
-        NonFiniteGuard(),
-        *callbacks,
-    ]
-    logger = TensorBoardLogger(save_dir=str(out.parent), name=out.name, version="", default_hp_metric=False)
-    trainer = L.Trainer(default_root_dir=str(out), logger=logger, callbacks=callbacks, **t, **extra)
-    trainer.fit(module, datamodule=dm, ckpt_path=resume, **SAFE_LOAD)
-    if trainer.is_global_zero and not trainer.interrupted:
-        metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        atomic_write_text(out / DONE_FILE, json.dumps({"steps": trainer.global_step, "metrics": metrics}, indent=2))
-        print(f"\n{stage} run: {out}\n  checkpoints: {ckpt_dir}\n  steps: {trainer.global_step}")
-        for k, v in sorted(metrics.items()):
-            print(f"  {k}: {v}")
-
-
 __all__ = ["StageSpec", "fit", "stage_specs"]
