@@ -195,3 +195,21 @@ def test_empty_dataset_is_one_line_and_leaves_no_run_folder(tiny_synth, tmp_path
     assert main(["stage1", f"data.root={empty}", f"runs_root={runs}", *TINY]) == 2
     assert "split 'train' has no usable clips" in capsys.readouterr().err
     assert not (runs / "stage1" / "demo").exists()
+
+
+def test_pretrained_weight_loaders_refuse_malicious_files(evil):
+    """SyncNet, LPIPS's AlexNet trunk and FID's Inception: a weights file that would run code is refused."""
+    import lpips
+
+    from dreamhead_lit.metrics.fid import fid_inception
+    from dreamhead_lit.metrics.lpips import _load_alexnet_trunk
+    from dreamhead_lit.models.syncnet import load_syncnet
+
+    tmp, marker = evil
+    path = _malicious(tmp / "weights.pth", marker)
+    with pytest.raises(CheckpointError):
+        load_syncnet(path)
+    with pytest.raises(CheckpointError):
+        _load_alexnet_trunk(lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False), path)
+    with pytest.raises(CheckpointError):
+        fid_inception(weights_path=path)

@@ -70,7 +70,9 @@ def fid_inception(*, weights_path: str | Path | None = None) -> FIDInceptionFeat
     def load_from_disk(url: str, *args: object, **kwargs: object) -> dict[str, Tensor]:
         if url != fid_inception_module.FID_WEIGHTS_URL:
             raise RuntimeError(f"pytorch-fid asked for unexpected weights {url}; only the FID Inception is served")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        from ..checkpoints import safe_load
+
+        return safe_load(path, what="FID Inception state dict")
 
     # pytorch-fid builds the FID Inception and then fetches its weights by URL (a download). Serving that one call
     # from the resolved file keeps pytorch-fid's own architecture and strict load, with no network access.

@@ -33,7 +33,9 @@ def _load_alexnet_trunk(net: nn.Module, path: Path) -> None:
     lpips splits ``alexnet().features`` into five ``nn.Sequential`` slices that keep each layer's original index as
     its child name, so the torchvision key of trunk parameter ``slice{k}.{i}.{param}`` is ``features.{i}.{param}``.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from ..checkpoints import safe_load
+
+    state = safe_load(path, what="AlexNet state dict")
     trunk = net.net  # lpips.pretrained_networks.alexnet
     mapped: dict[str, Tensor] = {}
     for name in trunk.state_dict():

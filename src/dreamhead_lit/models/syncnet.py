@@ -130,10 +130,9 @@ def load_syncnet(path: str | Path) -> SyncNetModel:
         ValueError: the file is not such a state dict, with the missing/unexpected keys.
     """
     p = Path(path)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors come in many types; the cause is chained
-        raise ValueError(f"{p}: cannot read it as a PyTorch state dict ({exc})") from exc
+    from ..checkpoints import safe_load
+
+    state = safe_load(p, what="SyncNet state dict")  # CheckpointError (a ValueError) names the file
     if not isinstance(state, dict):
         raise ValueError(f"{p}: expected a state dict (name -> tensor), got {type(state).__name__}")
     model = SyncNetModel()
