@@ -74,3 +74,13 @@ def test_dense_layout_is_deterministic_and_starts_with_the_68():
     # every contour keeps its 68-point members in order
     outer = a.topology.contours["outer_lips"]
     assert [i for i in outer if i < 68] == list(range(48, 60))
+
+
+def test_the_canonical_template_is_synthtalks_mean_neutral_face():
+    """Real data is canonicalised onto data.landmarks' template without importing the generator; it must stay the
+    template SynthTalk's datasets record, or models would not carry across datasets."""
+    from dreamhead_lit.data.landmarks import canonical_template68
+    from dreamhead_lit.data.synth import neutral_template
+
+    assert canonical_template68().shape == (68, 2)
+    assert np.allclose(canonical_template68(), neutral_template(), atol=1e-6)

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .audio import build_feature_extractor, features_for_frames, frame_windows, window_shape
 from .clip import ClipError, ClipReader, ClipRecord, read_dataset_info, read_index, validate_clip
-from .landmarks import LandmarkTopology, canonicalize, lower_face_mask, rasterize_landmarks
+from .landmarks import LandmarkTopology, canonical_template68, canonicalize, lower_face_mask, rasterize_landmarks
 
 log = logging.getLogger(__name__)
 Stage = Literal["a2l", "l2i"]
@@ -69,9 +69,8 @@ class DatasetContext:
 
 
 def default_template68() -> np.ndarray:
-    from .synth import neutral_template
-
-    return neutral_template()
+    """For a dataset.json without a template (written before templates were recorded)."""
+    return canonical_template68()
 
 
 def load_context(root: Path, landmark_set: LandmarkSet, records: list[ClipRecord]) -> DatasetContext:

@@ -97,7 +97,7 @@ from .detectors import (
     smooth_boxes,
     square_crop_box,
 )
-from .landmarks import LandmarkTopology, topology_68
+from .landmarks import LandmarkTopology, canonical_template68, topology_68
 from .resume import (  # noqa: F401 - DiskClip and scan_clips are part of this module's interface
     DestinationBusy,
     DiskClip,
@@ -709,8 +709,6 @@ def dataset_topology(cfg: PreprocessConfig) -> LandmarkTopology:
 
 def dataset_info(cfg: PreprocessConfig, dst: Path) -> dict:
     """dataset.json: the keys ``synth.dataset_info`` writes, plus the preprocessing settings."""
-    from .synth import neutral_template
-
     return {
         "name": cfg.name or (cfg.layout if cfg.layout != "plain" else dst.name),
         "source": cfg.layout,
@@ -719,7 +717,7 @@ def dataset_info(cfg: PreprocessConfig, dst: Path) -> dict:
         "resolution": cfg.size,
         "landmark_topology": dataset_topology(cfg).to_json(),
         # canonicalisation is a similarity fit onto this template, so canonical landmarks are in its face units
-        "canonical_template68": neutral_template().round(6).tolist(),
+        "canonical_template68": canonical_template68().round(6).tolist(),
         "preprocess": cfg.output_settings(),
     }
 
