@@ -253,13 +253,9 @@ class A2LDiffusion(DiffusionLitModule):
         }
 
     def on_validation_epoch_end(self) -> None:
-        values = {k: m.compute() for k, m in self.val_metrics.items() if m.update_count > 0}
-        for k, v in values.items():
-            self.log(f"val/{k}", v, sync_dist=False)  # MeanMetric already synchronised across ranks
+        values = self.log_validation_metrics()
         if "jitter" in values:
             self.log("val/jitter_ratio", values["jitter"] / values["jitter_gt"].clamp_min(1e-8))
-        for m in self.val_metrics.values():
-            m.reset()
 
     def _log_media(self, pred: Tensor, true: Tensor) -> None:
         from ..viz import COLOURS, draw_landmark_frames, log_video, tensorboard_writer

@@ -67,7 +67,18 @@ class DiffusionLitModule(L.LightningModule):
 
     STAGE = ""  # "stage1" / "stage2", set by subclasses
     net: torch.nn.Module
+    val_metrics: torch.nn.ModuleDict  # name -> MeanMetric, logged as val/<name> by log_validation_metrics
     data_info: dict | None = None
+
+    def log_validation_metrics(self) -> dict:
+        """Log ``val/<name>`` for each of ``self.val_metrics`` (MeanMetrics, already synchronised across ranks) that saw
+        data this epoch, reset them, and return the values (for metrics derived from them)."""
+        values = {k: m.compute() for k, m in self.val_metrics.items() if m.update_count > 0}
+        for k, v in values.items():
+            self.log(f"val/{k}", v, sync_dist=False)
+        for m in self.val_metrics.values():
+            m.reset()
+        return values
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dreamhead"] = {"stage": self.STAGE, "data": self.data_info}

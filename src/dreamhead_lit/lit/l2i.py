@@ -394,11 +394,7 @@ class L2IDiffusion(DiffusionLitModule):
         return batch_idx % stride == 0 and batch_idx // stride < self.val_cfg.max_batches
 
     def on_validation_epoch_end(self) -> None:
-        values = {k: m.compute() for k, m in self.val_metrics.items() if m.update_count > 0}
-        for k, v in values.items():
-            self.log(f"val/{k}", v, sync_dist=False)  # MeanMetric already synchronised across ranks
-        for m in self.val_metrics.values():
-            m.reset()
+        self.log_validation_metrics()
 
     def _log_media(self, batch: dict, generated: Tensor) -> None:
         from ..viz import tensorboard_writer
