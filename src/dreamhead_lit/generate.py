@@ -22,7 +22,7 @@ import sys
 from .config import resolve_path
 from .data.audio import AudioError
 from .data.clip import EMOTIONS, ClipError
-from .pipeline import GenerationError, check_output, generate, load_checked
+from .pipeline import GenerationError, check_output, check_stage1_given, generate, load_checked, takes_stage1
 from .video import VideoError
 
 
@@ -41,18 +41,14 @@ def _stage1_for(stage2, stage2_path, given: str | None, runs_root: str):
     """The stage-1 checkpoint a stage-2 model needs: none for one conditioned on audio, else --stage1 or the latest."""
     from .runs import latest_checkpoint
 
-    if stage2.net.condition == "audio":
-        if given:
-            raise GenerationError(f"{stage2_path} is conditioned on audio (model.condition=audio): it makes the frames "
-                                  "from the audio itself; leave --stage1 out")
-        return None
-    if given:
-        return resolve_path(given)
+    if not takes_stage1(stage2) or given:
+        check_stage1_given(stage2, bool(given), str(stage2_path))
+        return resolve_path(given) if given else None
     try:
         return latest_checkpoint("stage1", runs_root=runs_root)
-    except FileNotFoundError as err:
-        raise GenerationError(f"{stage2_path} is conditioned on landmarks and needs a stage-1 checkpoint: pass "
-                              f"--stage1 ({err})") from err
+    except FileNotFoundError as err:  # the rule holds, but no stage-1 run was found to follow it
+        raise GenerationError(f"{stage2_path} needs a stage-1 checkpoint and none was found: pass --stage1 "
+                              f"({err})") from err
 
 
 def main(argv: list[str] | None = None) -> int:

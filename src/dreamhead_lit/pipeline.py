@@ -135,6 +135,22 @@ def check_finite_weights(module, path: str | Path) -> None:
                               "damaged; retrain it or use an earlier checkpoint")
 
 
+def takes_stage1(stage2) -> bool:
+    """Whether a stage-2 model needs stage 1: one conditioned on landmarks does; one conditioned on audio
+    (``model.condition=audio``, the landmark_hierarchy ablation) makes frames from the audio and takes none."""
+    return stage2.net.condition != "audio"
+
+
+def check_stage1_given(stage2, given: bool, name: str) -> None:
+    """Refuse a stage 1 given to an audio-conditioned stage 2, or missing for a landmark-conditioned one."""
+    if not takes_stage1(stage2) and given:
+        raise GenerationError(f"{name} is conditioned on audio (model.condition=audio): it makes the frames from the "
+                              "audio itself and takes no stage-1 model; leave --stage1 out")
+    if takes_stage1(stage2) and not given:
+        raise GenerationError(f"{name} is conditioned on landmarks: give a stage-1 checkpoint (--stage1) to make them "
+                              "from the audio")
+
+
 def load_checked(path: str | Path, stage: str):
     """:func:`load_stage`, then :func:`check_finite_weights`; the module remembers its file for later messages."""
     module = load_stage(path, stage)
@@ -483,13 +499,7 @@ def generate(
         raise GenerationError(f"batch_size and steps must be positive, got batch_size={batch_size}, steps={steps}")
     out = check_output(out, {"--audio": audio, "--ref": ref, "--stage1": stage1, "--stage2": stage2}, overwrite=True)
     l2i = load_checked(stage2, "stage2") if isinstance(stage2, (str, Path)) else stage2
-    from_audio = l2i.net.condition == "audio"
-    if from_audio and stage1 is not None:
-        raise GenerationError("this stage-2 model is conditioned on audio (model.condition=audio): it makes the frames "
-                              "from the audio itself and takes no stage-1 model; leave stage 1 out")
-    if not from_audio and stage1 is None:
-        raise GenerationError("this stage-2 model is conditioned on landmarks: give a stage-1 checkpoint (--stage1) "
-                              "to make them from the audio")
+    check_stage1_given(l2i, stage1 is not None, _model_name(l2i, "stage-2"))
     a2l = load_checked(stage1, "stage1") if isinstance(stage1, (str, Path)) else stage1  # None for an audio model
     for module, stage in ((l2i, "stage-2"), (a2l, "stage-1")):
         if module is not None and not getattr(module, "checkpoint_file", None):  # given in memory: not checked yet
