@@ -102,7 +102,8 @@ def test_bench_stage2_settings_are_read_safely(evil):
 
     tmp, marker = evil
     method = _StageMethod.__new__(_StageMethod)
-    method._stage2, method.ckpt2, method._ckpt2_net = None, _malicious(tmp / "m.ckpt", marker), None
+    method._stage1 = method._stage2 = None
+    method.ckpt2, method._ckpt_facts = _malicious(tmp / "m.ckpt", marker), {}
     with pytest.raises(CheckpointError):
         method._stage2_setting("mode")
 

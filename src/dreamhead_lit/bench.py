@@ -529,7 +529,7 @@ class _StageMethod(Method):
         self._stage1, self._stage2 = stage1, stage2  # loaded modules may be injected (tests)
         self.ckpt1 = None if stage1 is not None or not self.needs_stage1 else _checkpoint(cfg.stage1, "stage1", ctx.runs_root)
         self.ckpt2 = None if stage2 is not None else _checkpoint(cfg.stage2, "stage2", ctx.runs_root)
-        self._ckpt2_net: dict | None = None  # the checkpoint's model settings, read once
+        self._ckpt_facts: dict[str, dict] = {}  # stage -> {"net": settings, "data": description}, read once
         condition = self._stage2_setting("condition")
         if condition != self.stage2_condition:
             use = "audio_to_image" if condition == "audio" else "dreamhead or stage2_gt_landmarks"
@@ -540,9 +540,10 @@ class _StageMethod(Method):
 
     def _check_landmark_sets(self) -> None:
         """The models must use the dataset's landmark set (a 131-point model cannot read dlib's 68 points): checked
-        before any clip, so a mismatch is the row's one reason instead of an error on every clip."""
+        before any clip, from the checkpoints' headers (no model is built), so a mismatch is the row's one reason
+        instead of an error on every clip."""
         from .data.landmarks import LandmarkTopology
-        from .pipeline import GenerationError, check_landmark_contract
+        from .pipeline import GenerationError, check_landmark_set
 
         topo = self.ctx.dataset_info.get("landmark_topology")
         if not topo:
@@ -551,11 +552,25 @@ class _StageMethod(Method):
         remedy = (f"train it on this dataset (make train-stage1 / train-stage2 DATA={self.ctx.data_root}) or bench it "
                   "on data with its landmark set")
         for stage in ("stage1", "stage2") if self.needs_stage1 else ("stage2",):
+            ckpt = self.ckpt1 if stage == "stage1" else self.ckpt2
+            model = f"the {stage.replace('stage', 'stage-')} model {ckpt or '(injected)'}"
             try:
-                check_landmark_contract(getattr(self, stage), data.num_points, f"the dataset {self.ctx.data_root}",
-                                        points_name=data.name, remedy=remedy)
+                check_landmark_set(self._facts(stage)["data"], data.num_points, f"the dataset {self.ctx.data_root}",
+                                   model=model, points_name=data.name, remedy=remedy)
             except GenerationError as err:
                 raise MethodUnavailable(str(err)) from err
+
+    def _facts(self, stage: str) -> dict:
+        """``{"net": model settings, "data": data description}`` of a stage: from its module when loaded or injected,
+        else read once from its checkpoint (the file is opened once, whatever is asked of it)."""
+        module = self._stage1 if stage == "stage1" else self._stage2
+        if module is not None:
+            return {"net": None, "data": getattr(module, "data_info", None) or {}}
+        if stage not in self._ckpt_facts:
+            blob = safe_load(self.ckpt1 if stage == "stage1" else self.ckpt2)
+            self._ckpt_facts[stage] = {"net": blob.get("hyper_parameters", {}).get("net", {}) or {},
+                                       "data": (blob.get("dreamhead") or {}).get("data") or {}}
+        return self._ckpt_facts[stage]
 
     def _source(self, module: Any, ckpt: Path | None) -> Any:
         return file_fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
@@ -589,11 +604,8 @@ class _StageMethod(Method):
         not loaded yet; checkpoints written before a setting existed have its default."""
         from .lit.l2i import L2INetConfig
 
-        if self._stage2 is None and self.ckpt2 is not None:
-            if self._ckpt2_net is None:
-                blob = safe_load(self.ckpt2)
-                self._ckpt2_net = blob.get("hyper_parameters", {}).get("net", {}) or {}
-            return str(self._ckpt2_net.get(name, getattr(L2INetConfig, name)))
+        if self._stage2 is None:
+            return str(self._facts("stage2")["net"].get(name, getattr(L2INetConfig, name)))
         return str(getattr(self.stage2.net, name))
 
     def _stage2_mode(self) -> str:

@@ -51,10 +51,7 @@ def safe_load(path: str | Path, *, what: str = "checkpoint") -> Any:
         with _allow_project_types():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path} is not a plain {what}: it holds Python objects beyond tensors and plain data "
-            f"({_first_line(err)}). It was not loaded, since unpickling it could run code; dreamhead-lit files never "
-            "need that. Use a checkpoint written by dreamhead-lit.") from err
+        raise _refused(path, what, err) from err
     except Exception as err:  # truncated, not a torch file, a directory ...: say which file, keep the cause
         raise CheckpointError(f"{path} is not a readable {what} ({type(err).__name__}: {_first_line(err)})") from err
 
@@ -66,10 +63,22 @@ def read_header(path: str | Path) -> dict:
 
 
 def load_module(cls: type[M], path: str | Path, **kwargs: Any) -> M:
-    """``cls.load_from_checkpoint(path)`` on the CPU with the same weights-only rules as :func:`safe_load`."""
-    safe_load(path)  # a clear CheckpointError before Lightning's own message
-    with _allow_project_types():
-        return cls.load_from_checkpoint(path, map_location="cpu", **SAFE_LOAD, **kwargs)  # type: ignore[attr-defined]
+    """``cls.load_from_checkpoint(path)`` on the CPU with the same weights-only rules and messages as
+    :func:`safe_load`. The file is read once; only when Lightning's load fails is it opened again, to tell a bad file
+    (a CheckpointError naming it) from an error of the module itself (raised as it is)."""
+    try:
+        with _allow_project_types():
+            return cls.load_from_checkpoint(path, map_location="cpu", **SAFE_LOAD, **kwargs)  # type: ignore[attr-defined]
+    except Exception:
+        safe_load(path)
+        raise
+
+
+def _refused(path: Path, what: str, err: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a plain {what}: it holds Python objects beyond tensors and plain data ({_first_line(err)}). "
+        "It was not loaded, since unpickling it could run code; dreamhead-lit files never need that. Use a "
+        "checkpoint written by dreamhead-lit.")
 
 
 def _first_line(err: BaseException) -> str:

@@ -246,7 +246,12 @@ PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # run names become fo
 def check_values(cfg: Any, prefix: str = "") -> None:
     """Reject non-finite numbers anywhere, out-of-range values of the keys above, and a run ``name`` that is not a
     plain folder name. Raises ConfigError naming the key and the rule."""
-    items = cfg.items() if isinstance(cfg, (dict, DictConfig)) else enumerate(cfg) if isinstance(cfg, (list, ListConfig)) else ()
+    if isinstance(cfg, (dict, DictConfig)):
+        items = cfg.items()
+    elif isinstance(cfg, (list, ListConfig)):
+        items = enumerate(cfg)
+    else:
+        return
     for key, value in items:
         full = f"{prefix}{key}"
         if isinstance(value, (dict, DictConfig, list, ListConfig)):

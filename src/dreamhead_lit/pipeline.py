@@ -197,17 +197,23 @@ def check_landmark_contract(module, num_points: int, where: str, *, points_name:
     works: a 68-point clip on a 131-point model would otherwise fail deep inside with an IndexError. ``remedy``
     replaces the default advice (a matching model, or a portrait/video reference, landmarked in the model's set).
     """
-    info = getattr(module, "data_info", None) or {}
+    stage = "stage-2" if hasattr(module, "generate_frames") else "stage-1"
+    check_landmark_set(getattr(module, "data_info", None) or {}, num_points, where, model=_model_name(module, stage),
+                       points_name=points_name, remedy=remedy)
+
+
+def check_landmark_set(info: dict, num_points: int, where: str, *, model: str, points_name: str | None = None,
+                       remedy: str | None = None) -> None:
+    """:func:`check_landmark_contract` on a model's data description alone (a checkpoint's header), so a caller can
+    check before building the model; ``model`` names it in the message."""
     if "landmark_topology" not in info:  # a stand-in without a data description has no contract to check
         return
     topo = _topology(info)
     if num_points == topo.num_points:
         return
-    stage = "stage-2" if hasattr(module, "generate_frames") else "stage-1"
     remedy = remedy or (f"use {_model_for(points_name, num_points)}, or a portrait/video reference, which is "
                         "landmarked with the model's own set")
-    raise GenerationError(f"{_model_name(module, stage)} was trained on "
-                          f"{_landmark_set(topo.name, topo.num_points)}; {where} has "
+    raise GenerationError(f"{model} was trained on {_landmark_set(topo.name, topo.num_points)}; {where} has "
                           f"{_landmark_set(points_name, num_points)}: {remedy}")
 
 

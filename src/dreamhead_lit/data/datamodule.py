@@ -8,9 +8,9 @@ Stage 1 (``stage="a2l"``) samples, with W = window, N = landmark count, K = (2·
     to_image       float32 (W, 2, 3)   canonical -> crop pixels, per frame (for drawing and pixel-space metrics)
     emotion, intensity, identity, clip, start   int64 ()
 
-Stage 2 (``stage="l2i"``) samples, H = W_img = the working resolution (``working_resolution``; the dataset's when None). Frames
-and landmarks of a dataset at another resolution are resized here, so a model's size and the data's resolution are
-independent (demo-size networks train at 64 px on 256 px HDTF crops):
+Stage 2 (``stage="l2i"``) samples, H = W_img = the working resolution (``working_resolution``; the dataset's when
+None). Frames and landmarks of a dataset at another resolution are resized here, so a model's size and the data's
+resolution are independent (demo-size networks train at 64 px on 256 px HDTF crops):
 
     frame, ref_frame, masked_frame       float32 (3, H, H) in [-1, 1]
     landmark_image, ref_landmark_image   float32 (3, H, H) in [0, 1], one channel per face region
@@ -59,8 +59,8 @@ class DatasetContext:
     point_index: np.ndarray  # which dense points the model sees (all, or the 68)
     regions: torch.Tensor  # (N,) region channel of each of those points
     identities: dict[str, int]
-    resolution: int  # the working resolution samples are made at (stage 2: ``data.working_resolution``, else the dataset's)
-    source_resolution: int = 0  # the dataset's frames (dataset.json); 0 = the same as ``resolution``
+    source_resolution: int  # the dataset's frames (dataset.json)
+    resolution: int  # the working resolution samples are made at (stage 2: data.working_resolution; else the same)
 
     @property
     def scale(self) -> float:
@@ -68,15 +68,11 @@ class DatasetContext:
         return self.resolution / self.source_resolution if self.source_resolution else 1.0
 
 
-def default_template68() -> np.ndarray:
-    """For a dataset.json without a template (written before templates were recorded)."""
-    return canonical_template68()
-
-
 def load_context(root: Path, landmark_set: LandmarkSet, records: list[ClipRecord]) -> DatasetContext:
     info = read_dataset_info(root)
     topo = LandmarkTopology.from_json(info["landmark_topology"])
-    template = np.asarray(info.get("canonical_template68") or default_template68(), dtype=np.float32)
+    # a dataset.json written before templates were recorded has none: the canonical one
+    template = np.asarray(info.get("canonical_template68") or canonical_template68(), dtype=np.float32)
     if landmark_set == "dense":
         index = np.arange(topo.num_points)
     elif landmark_set == "68":
@@ -85,7 +81,8 @@ def load_context(root: Path, landmark_set: LandmarkSet, records: list[ClipRecord
         raise ValueError(f"landmark_set must be 'dense' or '68', got {landmark_set!r}")
     regions = torch.as_tensor(np.asarray(topo.regions)[index], dtype=torch.long)
     identities = {name: i for i, name in enumerate(sorted({r.identity for r in records}))}
-    return DatasetContext(root, topo, template, index, regions, identities, int(info.get("resolution", 0)))
+    resolution = int(info.get("resolution", 0))
+    return DatasetContext(root, topo, template, index, regions, identities, resolution, resolution)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -270,7 +267,6 @@ class FrameDataset(_ClipDataset):
         self.context = context
         self.gap = reference_min_gap
         self.sigma = landmark_sigma * ctx.resolution / 64.0
-        self.scale = ctx.scale
         if train:
             self.index = [(c, -1) for c in range(len(readers)) for _ in range(frames_per_clip)]
         else:
@@ -293,14 +289,14 @@ class FrameDataset(_ClipDataset):
     def _frame(self, reader: ClipReader, t: int) -> torch.Tensor:
         """(3, H, H) in [-1, 1] at the working resolution."""
         frame = reader.frame(t)
-        if frame.shape[1] != (self.ctx.source_resolution or self.ctx.resolution):
+        if frame.shape[1] != self.ctx.source_resolution:
             raise ClipError(reader.record.id, f"frames are {frame.shape[1]} px, dataset.json says "
-                                              f"{self.ctx.source_resolution or self.ctx.resolution}")
+                                              f"{self.ctx.source_resolution}")
         return self.to_tensor(resize_frames(frame, self.ctx.resolution))
 
     def _points(self, reader: ClipReader, t: int) -> np.ndarray:
         """(N, 2) crop pixels at the working resolution."""
-        return np.asarray(reader.landmarks[t], dtype=np.float32) * np.float32(self.scale)
+        return np.asarray(reader.landmarks[t], dtype=np.float32) * np.float32(self.ctx.scale)
 
     def landmark_image(self, points: np.ndarray) -> torch.Tensor:
         pts = torch.from_numpy(np.asarray(points, dtype=np.float32)[self.ctx.point_index])
@@ -427,17 +423,17 @@ class TalkingHeadDataModule(L.LightningDataModule):
                 self.datasets[split] = self._make_dataset(split_readers, train=split == self.hparams.train_split)
 
     def _set_working_resolution(self) -> None:
-        """Stage 2 works at ``working_resolution`` whatever the dataset's (frames and landmarks resized in the samples, said
-        once); stage 1 never sees pixels, and its LMD stays in the dataset's pixels."""
+        """Stage 2 works at ``working_resolution`` whatever the dataset's (frames and landmarks resized in the samples,
+        said once); stage 1 never sees pixels, and its LMD stays in the dataset's pixels."""
         wanted, have = self.hparams.working_resolution, self.ctx.resolution
         if self.stage != "l2i" or not wanted or wanted == have:
             return
-        self.ctx.source_resolution, self.ctx.resolution = have, int(wanted)
+        self.ctx.resolution = int(wanted)
         how = ("downsampled" if wanted < have else
-               "UPSAMPLED (the model works at more pixels than the data has; set data.working_resolution to the data's own, "
-               f"{have}, with a UNet whose attention_resolutions fit it, to train at the data's resolution)")
-        log.warning("%s: %d px frames are %s to the working resolution %d px (data.working_resolution)", self.root, have, how,
-                    wanted)
+               "UPSAMPLED (the model works at more pixels than the data has; set data.working_resolution to the data's "
+               f"own, {have}, with a UNet whose attention_resolutions fit it, to train at the data's resolution)")
+        log.warning("%s: %d px frames are %s to the working resolution %d px (data.working_resolution)", self.root, have,
+                    how, wanted)
 
     def _records(self) -> list[ClipRecord]:
         return read_index(self.root)
@@ -505,7 +501,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
             "point_index": [int(i) for i in self.ctx.point_index],
             "canonical_template68": np.asarray(self.ctx.template68).round(6).tolist(),
             "resolution": self.ctx.resolution,
-            "source_resolution": self.ctx.source_resolution or self.ctx.resolution,
+            "source_resolution": self.ctx.source_resolution,
             "landmark_sigma": float(h.landmark_sigma),
             "audio_feature": h.audio_feature,
             "audio_context": int(h.audio_context),

@@ -37,9 +37,10 @@ class DiffusionConfig:
     num_train_steps: int = 1000
     beta_start: float = 1e-4  # DreamTalk's linear schedule 1e-4 -> 0.02
     beta_end: float = 0.02
-    target: Literal["eps", "x0", "v"] = "x0"  # eps | x0 | v. x0 lets stage 1 put velocity/acceleration losses on the prediction
+    # x0 lets stage 1 put velocity/acceleration losses on the prediction
+    target: Literal["eps", "x0", "v"] = "x0"
     loss_weighting: LossWeighting = "none"  # none | min_snr
-    sampler: SamplerName = "dpmpp_2m"  # ddpm | ddim | dpmpp_2m; DPM-Solver++ keeps the spread at 20 steps, DDIM narrows it
+    sampler: SamplerName = "dpmpp_2m"  # DPM-Solver++ keeps the spread at 20 steps, DDIM narrows it
     sample_steps: int = 20
     guidance_scale: float = 1.5  # classifier-free guidance on the audio (stage 1) / target landmarks (stage 2)
     cond_drop_prob: float = 0.1  # condition dropout in training (DreamTalk: 0.1); 0 disables guidance training

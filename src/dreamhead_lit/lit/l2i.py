@@ -176,8 +176,7 @@ class L2IDiffusion(DiffusionLitModule):
         except ValueError as err:  # a layout that does not fit the working resolution: say which keys to change
             raise ConfigError(f"{err}. The UNet works at data.working_resolution ({resolution} px here): set "
                               "data.working_resolution to the size's own (64 demo, 256 paper) or change "
-                              "model.attention_resolutions / "
-                              "model.channel_mult / model.patch_size to fit") from err
+                              "model.attention_resolutions / model.channel_mult / model.patch_size to fit") from err
         if n.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.init_diffusion()
