@@ -17,7 +17,8 @@ from dreamhead_lit.ablate import (
     run_ablation,
 )
 from dreamhead_lit.config import load_config
-from dreamhead_lit.training import fit, stage_specs
+from dreamhead_lit import registry
+from dreamhead_lit.training import fit
 
 from test_a2l import TINY as TINY1
 from test_bench import backends
@@ -51,17 +52,16 @@ def _stage_overrides(stage: str) -> list[str]:
 def test_every_registered_ablation_trains_a_step(name, tiny_synth, tmp_path):
     """Each registered ablation's overrides compose with its stages' configs and train (so none rots)."""
     component = load_registry()[name]
-    specs = stage_specs()
     for stage in ("stage1", "stage2"):
         if not component.overrides(stage):
             continue
         cfg = load_config(f"{stage}/demo.yaml", [f"data.root={tiny_synth}", f"runs_root={tmp_path}",
                                                  *_stage_overrides(stage), "trainer.max_steps=1",
                                                  *component.overrides(stage), f"name={name}"],
-                          schema=specs[stage].schema)
+                          schema=registry.get(stage).schema_class())
         run = fit(stage, cfg)
         assert (run / "checkpoints" / "last.ckpt").is_file(), (name, stage)
-        saved = load_config(run / "config.yaml", schema=specs[stage].schema)
+        saved = load_config(run / "config.yaml", schema=registry.get(stage).schema_class())
         for item in component.overrides(stage):  # the run really is the variant
             key, value = item.split("=", 1)
             assert str(_get(saved, key)).lower() == value.lower(), (name, item)
@@ -87,7 +87,7 @@ def test_ablation_table_reuses_runs_and_resumes(tiny_synth, tmp_path):
     # a full-model stage-1 run trained earlier under another name, with the same config: reused, not retrained
     stage1_overrides = [o for o in settings.overrides if not o.startswith("stage2.")]
     mine = load_config("stage1/demo.yaml", [o.removeprefix("stage1.") for o in stage1_overrides] + ["seed=0", "name=mine"],
-                       schema=stage_specs()["stage1"].schema)
+                       schema=registry.get("stage1").schema_class())
     fit("stage1", mine)
     logs: list[str] = []
     out = run_ablation(settings, backends=backends(), log=logs.append)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dreamhead_lit.config import ConfigError, load_config, to_container
+from dreamhead_lit.config import ConfigError, load_config
 from dreamhead_lit.data.clip import read_index, write_index
 from dreamhead_lit.data.datamodule import TalkingHeadDataModule
-from dreamhead_lit.training import stage_specs
+from dreamhead_lit import registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,14 +48,12 @@ def datasets(tiny_synth, tmp_path_factory) -> dict[int, Path]:
 
 
 def _one_step(stage: str, size: str, root: Path) -> tuple[torch.nn.Module, dict, torch.Tensor]:
-    spec = stage_specs()[stage]
+    spec = registry.get(stage)
     cfg = load_config(f"{stage}/{size}.yaml", [f"data.root={root}", "data.batch_size=1", "data.num_workers=0",
                                                "data.frames_per_clip=1", "data.windows_per_clip=1",
-                                               "data.window=16"], schema=spec.schema)
-    dm = TalkingHeadDataModule(stage=spec.data_stage, **to_container(cfg.data))
-    dm.prepare_data()
-    dm.setup("fit")
-    module = spec.build(cfg, dm)
+                                               "data.window=16"], schema=spec.schema_class())
+    dm = spec.make_datamodule(cfg)
+    module = spec.build_module(cfg, dm)
     batch = next(iter(dm.train_dataloader()))
     if hasattr(module, "motion_std"):  # measured by the trainer's first batch; no trainer here
         module.motion_std.fill_(0.05)
@@ -91,9 +89,9 @@ def test_landmarks_are_scaled_with_the_frames(datasets):
 
 
 def test_a_unet_that_does_not_fit_the_data_is_a_config_error_naming_the_keys(datasets):
-    spec = stage_specs()["stage2"]
-    cfg = load_config("stage2/demo.yaml", [f"data.root={datasets[256]}", "data.working_resolution=null"], schema=spec.schema)
-    dm = TalkingHeadDataModule(stage="l2i", **to_container(cfg.data))
-    dm.setup("fit")
+    spec = registry.get("stage2")
+    cfg = load_config("stage2/demo.yaml", [f"data.root={datasets[256]}", "data.working_resolution=null"],
+                      schema=spec.schema_class())
+    dm = spec.make_datamodule(cfg)
     with pytest.raises(ConfigError, match="data.working_resolution"):
-        spec.build(cfg, dm)
+        spec.build_module(cfg, dm)

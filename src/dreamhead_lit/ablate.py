@@ -118,9 +118,9 @@ def format_registry(registry: dict[str, Component]) -> str:
 
 
 def _schema(stage: str) -> type:
-    from .training import stage_specs
+    from .registry import get
 
-    return stage_specs()[stage].schema
+    return get(stage).schema_class()
 
 
 @dataclass

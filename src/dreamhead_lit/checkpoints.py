@@ -57,9 +57,16 @@ def safe_load(path: str | Path, *, what: str = "checkpoint") -> Any:
 
 
 def read_header(path: str | Path) -> dict:
-    """``checkpoint["dreamhead"]`` (``stage``, ``data``) of a dreamhead-lit checkpoint, or ``{}`` for another file."""
+    """``checkpoint["dreamhead"]`` (``model``, ``stage``, ``data``) of a dreamhead-lit checkpoint, or ``{}`` for
+    another file."""
     ckpt = safe_load(path)
     return (ckpt.get("dreamhead") or {}) if isinstance(ckpt, dict) else {}
+
+
+def header_model(header: dict) -> str | None:
+    """The registered model a checkpoint header names: ``model`` (written by every training run), or ``stage`` in
+    checkpoints written before the registry."""
+    return header.get("model") or header.get("stage")
 
 
 def load_module(cls: type[M], path: str | Path, **kwargs: Any) -> M:

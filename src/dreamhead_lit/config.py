@@ -102,7 +102,7 @@ class TrainerConfig:
 @dataclass
 class RunConfig:
     """What every training run's config has. A stage's schema adds the sections of its LightningModule, which
-    ``train.StageSpec.build`` hands to the module's ``from_datamodule`` (``model`` as ``net``)."""
+    ``registry.ModelSpec.build_module`` hands to the module's ``from_datamodule`` (``model`` as ``net``)."""
 
     name: str = "default"
     seed: int = 0

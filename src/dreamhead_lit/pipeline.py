@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import CheckpointError, load_module, safe_load
+from .checkpoints import CheckpointError, header_model, safe_load
 from .data.audio import AudioError, load_audio
 from .data.clip import SAMPLES_PER_FRAME, ClipError, ClipReader, ClipRecord, read_dataset_info, validate_clip
 from .data.landmarks import LandmarkTopology, apply_affine, canonicalize, lower_face_mask, rasterize_landmarks
@@ -55,8 +55,10 @@ class Reference:
 
 
 def load_stage(path: str | Path, stage: str):
-    """Load a checkpoint safely (weights only) and check that it is the expected stage; returns the LightningModule in
-    eval mode."""
+    """Load a checkpoint safely (weights only) by its registry entry and check that it is the expected model (a
+    stage, or any registered name); returns the module in eval mode."""
+    from . import registry
+
     path = Path(path)
     if not path.is_file():
         raise GenerationError(f"checkpoint {path} not found")
@@ -64,21 +66,17 @@ def load_stage(path: str | Path, stage: str):
         ckpt = safe_load(path)
     except CheckpointError as err:
         raise GenerationError(str(err)) from err
-    found = ckpt.get("dreamhead", {}).get("stage") if isinstance(ckpt, dict) else None
+    found = header_model(ckpt.get("dreamhead") or {}) if isinstance(ckpt, dict) else None
     if found is None and isinstance(ckpt, dict):
         found = _infer_stage(ckpt)
     if found != stage:
         what = f"a {found} checkpoint" if found else "not a dreamhead-lit checkpoint"
         raise GenerationError(f"{path} is {what}, but a {stage} checkpoint is needed here "
                               f"(--{stage} takes runs/{stage}/<name>/checkpoints/*.ckpt)")
-    if stage == "stage1":
-        from .lit.a2l import A2LDiffusion as cls
-    else:
-        from .lit.l2i import L2IDiffusion as cls
-    module = load_module(cls, path)
-    if not module.data_info:
+    module = registry.get(stage).load_checkpoint(path)
+    if not getattr(module, "data_info", True):
         module.data_info = _describe_from_run(path, stage)
-    return module.eval()
+    return module
 
 
 def _infer_stage(ckpt: dict) -> str | None:

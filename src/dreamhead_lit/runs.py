@@ -20,7 +20,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoints import CheckpointError, read_header
+from .checkpoints import CheckpointError, header_model, read_header
 from .config import ConfigError, resolve_path, run_dir
 
 RUN_DIR_ENV = "DREAMHEAD_RUN_DIR"  # set by rank 0 so DDP worker processes use the same run directory
@@ -56,16 +56,18 @@ class LastCheckpoint(Callback):
                 print(f"\ninterrupted: saved {self.path} (resume with ckpt_path=last)", file=sys.stderr)
 
 
-def choose_run_dir(stage: str, cfg: DictConfig) -> tuple[Path, str | None]:
-    """The run directory and the checkpoint to resume from.
+def choose_run_dir(model: str, cfg: DictConfig, *, group: str | None = None) -> tuple[Path, str | None]:
+    """The run directory of a run of ``model`` (under ``runs/<group>/``, the model's name by default) and the
+    checkpoint to resume from.
 
-    ``ckpt_path=last`` resumes ``runs/<stage>/<name>``; a checkpoint inside a run under the runs root resumes that run.
+    ``ckpt_path=last`` resumes ``runs/<group>/<name>``; a checkpoint inside a run under the runs root resumes that run.
     A checkpoint anywhere else (a downloaded file, say) starts a new run under the runs root from it: nothing is ever
     written beside the user's file. A new run whose name is taken by a run with checkpoints gets the next free
     ``<name>-<k>`` instead of overwriting it.
     """
     env = os.environ.get(RUN_DIR_ENV)
-    base = run_dir(stage, cfg.name, runs_root=cfg.runs_root)
+    group = group or model
+    base = run_dir(group, cfg.name, runs_root=cfg.runs_root)
     if cfg.ckpt_path == "last":
         last = (Path(env) if env else base) / "checkpoints" / "last.ckpt"
         if not last.is_file():
@@ -76,10 +78,10 @@ def choose_run_dir(stage: str, cfg: DictConfig) -> tuple[Path, str | None]:
         ckpt = resolve_path(cfg.ckpt_path)
         if not ckpt.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
-        check_checkpoint_stage(ckpt, stage)
+        check_checkpoint_model(ckpt, model)
         if env:
             return Path(env), str(ckpt)
-        if _inside_run(ckpt, resolve_path(cfg.runs_root) / stage):
+        if _inside_run(ckpt, resolve_path(cfg.runs_root) / group):
             return ckpt.parent.parent, str(ckpt)
         resume = str(ckpt)
     if env:
@@ -97,14 +99,14 @@ def _inside_run(ckpt: Path, stage_root: Path) -> bool:
     return ckpt.parent.name == "checkpoints" and ckpt.parent.parent.parent == stage_root
 
 
-def check_checkpoint_stage(ckpt: Path, stage: str) -> None:
-    """A safe look at the checkpoint before anything is written: readable as data, and of this stage."""
+def check_checkpoint_model(ckpt: Path, model: str) -> None:
+    """A safe look at the checkpoint before anything is written: readable as data, and of this model."""
     try:
-        found = read_header(ckpt).get("stage")
+        found = header_model(read_header(ckpt))
     except CheckpointError as err:
         raise ConfigError(f"ckpt_path: {err}") from err
-    if found and found != stage:
-        raise ConfigError(f"ckpt_path={ckpt} is a {found} checkpoint; training {stage} needs a {stage} one")
+    if found and found != model:
+        raise ConfigError(f"ckpt_path={ckpt} is a {found} checkpoint; training {model} needs a {model} one")
 
 
 def has_checkpoints(out: Path) -> bool:
@@ -158,10 +160,11 @@ def latest_checkpoint(stage: str, *, runs_root: str = "runs", name: str | None =
     return found[-1]
 
 
-def finished_run_report(stage: str, cfg: DictConfig, schema: type) -> tuple[Path, str | None] | None:
-    """For ``--if-needed``: ``(run, warning)`` when the run ``cfg`` names is complete (``warning`` when it was trained
-    with another config: it is kept, but never silently taken for the current one), else None."""
-    existing = run_dir(stage, cfg.name, runs_root=cfg.runs_root)
+def finished_run_report(group: str, cfg: DictConfig, schema: type) -> tuple[Path, str | None] | None:
+    """For ``--if-needed``: ``(run, warning)`` when the run ``cfg`` names under ``runs/<group>/`` is complete
+    (``warning`` when it was trained with another config: it is kept, but never silently taken for the current one),
+    else None."""
+    existing = run_dir(group, cfg.name, runs_root=cfg.runs_root)
     if not (existing / DONE_FILE).is_file():
         return None
     saved, wanted = (comparable_config(c, schema) for c in (OmegaConf.load(existing / "config.yaml"), cfg))
@@ -171,6 +174,6 @@ def finished_run_report(stage: str, cfg: DictConfig, schema: type) -> tuple[Path
     return existing, warning
 
 
-__all__ = ["DONE_FILE", "NOT_THE_EXPERIMENT", "RUN_DIR_ENV", "LastCheckpoint", "check_checkpoint_stage",
+__all__ = ["DONE_FILE", "NOT_THE_EXPERIMENT", "RUN_DIR_ENV", "LastCheckpoint", "check_checkpoint_model",
            "choose_run_dir", "comparable_config", "config_differences", "describe_differences", "finished_run_report",
            "has_checkpoints", "latest_checkpoint"]

@@ -81,8 +81,8 @@ class DiffusionLitModule(L.LightningModule):
             m.reset()
         return values
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dreamhead"] = {"stage": self.STAGE, "data": self.data_info}
+    def on_save_checkpoint(self, checkpoint: dict) -> None:  # training adds the registry name (training.ModelHeader)
+        checkpoint.setdefault("dreamhead", {}).update(stage=self.STAGE, data=self.data_info)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.data_info = checkpoint.get("dreamhead", {}).get("data")
