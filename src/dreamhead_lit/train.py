@@ -13,12 +13,11 @@ import argparse
 import sys
 
 from .checkpoints import CheckpointError
-from .config import ConfigError, load_config, run_dir
+from .config import ConfigError, load_config
 from .data.clip import ClipError
 from .lit.guards import NonFiniteError
 from .registry import RegistryError, get, names
-from .runs import DONE_FILE, finished_run_report
-from .training import fit
+from .training import fit, fit_if_needed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,19 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = get(args.model)
         cfg = load_config(args.config or spec.config_file(args.size), args.overrides, schema=spec.schema_class())
-        if args.if_needed:
-            finished = finished_run_report(spec.group, cfg, spec.schema_class())
-            if finished is not None:
-                existing, warning = finished
-                print(f"{spec.name} run {existing} is complete ({DONE_FILE}); not retraining", flush=True)
-                if warning:
-                    print(f"warning: {warning}", file=sys.stderr)
-                return 0
-            existing = run_dir(spec.group, cfg.name, runs_root=cfg.runs_root)
-            if (existing / "checkpoints" / "last.ckpt").is_file() and not cfg.ckpt_path:
-                print(f"resuming the interrupted {spec.name} run {existing}")
-                cfg.ckpt_path = "last"
-        fit(spec.name, cfg)
+        (fit_if_needed if args.if_needed else fit)(spec.name, cfg)
     except (ConfigError, ClipError, FileNotFoundError, CheckpointError, RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

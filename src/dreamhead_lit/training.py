@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,8 @@ from .config import save_resolved_config, to_container
 from .data.clip import atomic_write_text
 from .lit.guards import NonFiniteGuard
 from .registry import ModelSpec
-from .runs import DONE_FILE, RUN_DIR_ENV, LastCheckpoint, choose_run_dir, has_checkpoints
+from .config import run_dir
+from .runs import DONE_FILE, RUN_DIR_ENV, LastCheckpoint, choose_run_dir, finished_run_report, has_checkpoints
 
 
 class ModelHeader(Callback):
@@ -56,6 +58,25 @@ def fit(name: str, cfg: DictConfig, *, callbacks: list[Callback] = ()) -> Path:
     return out
 
 
+def fit_if_needed(name: str, cfg: DictConfig) -> Path:
+    """``--if-needed``: the finished run ``cfg`` names is kept (with a warning when it was trained with another
+    config), an interrupted one is resumed from its ``last.ckpt``, else the model is trained; returns the run."""
+    spec = registry.get(name)
+    finished = finished_run_report(spec.group, cfg, spec.schema_class())
+    if finished is not None:
+        existing, warning = finished
+        print(f"{spec.name} run {existing} is complete ({DONE_FILE}); not retraining", flush=True)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        return existing
+    existing = run_dir(spec.group, cfg.name, runs_root=cfg.runs_root)
+    if (existing / "checkpoints" / "last.ckpt").is_file() and not cfg.ckpt_path:
+        print(f"resuming the interrupted {spec.name} run {existing}")
+        cfg = cfg.copy()
+        cfg.ckpt_path = "last"
+    return fit(name, cfg)
+
+
 def _fit_in(out: Path, resume: str | None, spec: ModelSpec, cfg: DictConfig, callbacks: list[Callback]) -> None:
     is_rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
     if is_rank_zero:
@@ -88,4 +109,4 @@ def _fit_in(out: Path, resume: str | None, spec: ModelSpec, cfg: DictConfig, cal
             print(f"  {k}: {v}")
 
 
-__all__ = ["ModelHeader", "fit"]
+__all__ = ["ModelHeader", "fit", "fit_if_needed"]
