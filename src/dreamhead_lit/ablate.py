@@ -15,7 +15,7 @@ wanted is reused (so the full model of ``make demo`` serves ``--size demo --seed
 resumed from its ``last.ckpt``. Each seed's models are then scored by:
 
 * stage-1 landmarks (when the variant has a stage 1): M-LMD and jitter of the exact landmark sequences on the
-  identity-disjoint test split (``evaluate.evaluate_stage1``): the temporal-smoothness figure without a renderer or a
+  identity-disjoint test split (``evaluation.evaluate_stage1``): the temporal-smoothness figure without a renderer or a
   landmark detector in between;
 * the benchmark package (``experiments/bench/<size>.yaml``): videos of the test clips through each variant's stages,
   every metric of ``make bench`` (per-clip cached, so an interrupted bench resumes), with the ground truth and the
@@ -288,7 +288,7 @@ def _needed(plans: dict[str, dict[str, RunPlan]], vs: list[Variant]) -> list[Run
 def landmark_scores(ckpt: Path, out_dir: Path, seed: int) -> dict[str, float]:
     """Stage-1 figures of a checkpoint on the test split, cached by the checkpoint's fingerprint."""
     from .bench import file_fingerprint
-    from .evaluate import evaluate_stage1
+    from .evaluation import evaluate_stage1
 
     cache = out_dir / "scores.json"
     key = file_fingerprint(ckpt)
