@@ -72,11 +72,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoints import CheckpointError, safe_load
-from .config import ConfigError, DataConfig, resolve_path, save_resolved_config, to_container
-from .data.audio import SAMPLES_PER_FRAME
-from .data.clip import ClipError, ClipReader, ClipRecord, atomic_write_text, read_dataset_info, read_index, validate_clip
-from .metrics import (
+from ..checkpoints import CheckpointError, safe_load
+from ..config import ConfigError, DataConfig, resolve_path, save_resolved_config, to_container
+from ..data.audio import SAMPLES_PER_FRAME
+from ..data.clip import ClipError, ClipReader, ClipRecord, atomic_write_text, read_dataset_info, read_index, validate_clip
+from ..metrics import (
     CSIMMetric,
     DlibFaceEmbedder,
     FIDMetric,
@@ -90,8 +90,8 @@ from .metrics import (
     landmarks_from_frames,
     sync_scores_from_embeddings,
 )
-from .metrics._common import unit_float_images
-from .metrics.lmd import DlibLandmarker, LMDNormalisation
+from ..metrics._common import unit_float_images
+from ..metrics.lmd import DlibLandmarker, LMDNormalisation
 
 __all__ = [
     "METRICS",
@@ -301,7 +301,7 @@ def select_clips(root: Path, splits: list[str], max_clips: int | None,
                  max_frames: int | None = None) -> list[TestClip]:
     """The clips of ``splits`` (validated; sorted by split order then id), at most ``max_clips`` per split spread
     evenly over the split, each cut to its first ``max_frames`` frames."""
-    from .data.landmarks import LandmarkTopology
+    from ..data.landmarks import LandmarkTopology
 
     info = read_dataset_info(root)
     topo = LandmarkTopology.from_json(info["landmark_topology"])
@@ -440,7 +440,7 @@ class GroundTruthMethod(Method):
         return "the ground-truth clip re-encoded by the bench's mp4 writer (H.264 crf 18): only the codec differs"
 
     def generate(self, clip: TestClip, out: Path) -> None:
-        from .video import write_video
+        from ..video import write_video
 
         write_video(out, clip.frames, fps=clip.fps, audio=clip.audio)
 
@@ -459,7 +459,7 @@ class StaticReferenceMethod(Method):
         return "the clip's first frame repeated with the clip's audio (no motion)"
 
     def generate(self, clip: TestClip, out: Path) -> None:
-        from .video import write_video
+        from ..video import write_video
 
         frames = np.repeat(clip.frames[:1], clip.record.num_frames, axis=0)
         write_video(out, frames, fps=clip.fps, audio=clip.audio)
@@ -501,7 +501,7 @@ class FolderMethod(Method):
 
 def _checkpoint(spec: str | None, stage: str, runs_root: str) -> Path:
     """A checkpoint file from a path, a run name under ``runs/<stage>/`` or None (the latest run of the stage)."""
-    from .runs import latest_checkpoint
+    from ..runs import latest_checkpoint
 
     if spec:
         path = resolve_path(spec)
@@ -542,8 +542,8 @@ class _StageMethod(Method):
         """The models must use the dataset's landmark set (a 131-point model cannot read dlib's 68 points): checked
         before any clip, from the checkpoints' headers (no model is built), so a mismatch is the row's one reason
         instead of an error on every clip."""
-        from .data.landmarks import LandmarkTopology
-        from .pipeline import GenerationError, check_landmark_set
+        from ..data.landmarks import LandmarkTopology
+        from ..pipeline import GenerationError, check_landmark_set
 
         topo = self.ctx.dataset_info.get("landmark_topology")
         if not topo:
@@ -585,7 +585,7 @@ class _StageMethod(Method):
 
     @property
     def stage2(self) -> Any:
-        from .pipeline import load_checked
+        from ..pipeline import load_checked
 
         if self._stage2 is None:
             self._stage2 = load_checked(self.ckpt2, "stage2").to(self.ctx.device)
@@ -593,7 +593,7 @@ class _StageMethod(Method):
 
     @property
     def stage1(self) -> Any:
-        from .pipeline import load_checked
+        from ..pipeline import load_checked
 
         if self._stage1 is None:
             self._stage1 = load_checked(self.ckpt1, "stage1").to(self.ctx.device)
@@ -602,7 +602,7 @@ class _StageMethod(Method):
     def _stage2_setting(self, name: str) -> str:
         """A setting of the stage-2 network (``mode``, ``condition``), read without building the network when it is
         not loaded yet; checkpoints written before a setting existed have its default."""
-        from .lit.l2i import L2INetConfig
+        from ..lit.l2i import L2INetConfig
 
         if self._stage2 is None:
             return str(self._facts("stage2")["net"].get(name, getattr(L2INetConfig, name)))
@@ -612,7 +612,7 @@ class _StageMethod(Method):
         return self._stage2_setting("mode")
 
     def _run_pipeline(self, clip: TestClip, out: Path, *, ref: Any, stage1: Any) -> None:
-        from .pipeline import generate
+        from ..pipeline import generate
 
         c = self.cfg
         generate(audio=clip.audio, ref=ref, out=out, stage1=stage1, stage2=self.stage2, sampler=c.sampler,
@@ -621,7 +621,7 @@ class _StageMethod(Method):
 
     def emotion_of(self, clip: TestClip) -> str | None:
         """The clip's emotion label for stage 1 (``emotion_label``), or None ("unknown")."""
-        from .data.clip import EMOTIONS
+        from ..data.clip import EMOTIONS
 
         return clip.record.emotion if self.cfg.emotion_label and clip.record.emotion in EMOTIONS else None
 
@@ -661,7 +661,7 @@ class DreamHeadMethod(_StageMethod):
         return {**super().key(), "protocol": self.cfg.protocol, "emotion_label": self.cfg.emotion_label}
 
     def generate(self, clip: TestClip, out: Path) -> None:
-        from .pipeline import Reference
+        from ..pipeline import Reference
 
         if self.cfg.protocol == "dubbing":
             ref: Any = clip.folder  # the processed clip folder: exact landmarks, every frame
@@ -680,7 +680,7 @@ class GroundTruthLandmarks:
     """
 
     def __init__(self, clip: TestClip, data_info: dict) -> None:
-        from .data.landmarks import canonicalize
+        from ..data.landmarks import canonicalize
 
         template = np.asarray(data_info["canonical_template68"], dtype=np.float32)
         dense = np.asarray(clip.reader.landmarks, dtype=np.float32)
@@ -784,7 +784,7 @@ class _FeatureFID(FIDMetric):
             return self._features(unit_float_images(images, name="FID images")).float().cpu()
 
     def add_features(self, features: Tensor, *, real: bool) -> None:
-        from .metrics import fid_sums_update
+        from ..metrics import fid_sums_update
 
         s, ss, n = fid_sums_update(features)
         side = "real" if real else "fake"
@@ -884,7 +884,7 @@ class Scorer:
                 name = "dlib 68 (shape_predictor_68_face_landmarks.dat)"
                 self.key_files["landmarker"] = file_fingerprint(Path(self.landmarker.predictor_path))
             else:
-                from .evaluators import LANDMARKER_FILE, TrainedLandmarker, evaluator_run_dir
+                from ..evaluators import LANDMARKER_FILE, TrainedLandmarker, evaluator_run_dir
 
                 run = (evaluator_run_dir("landmarker", root, runs_root=self.cfg.runs_root) if choice == "trained"
                        else resolve_path(choice))
@@ -904,7 +904,7 @@ class Scorer:
         if b.sync_expert is not None:
             expert = b.sync_expert
         else:
-            from .evaluators import EXPERT_FILE, TrainedSyncExpert, evaluator_run_dir
+            from ..evaluators import EXPERT_FILE, TrainedSyncExpert, evaluator_run_dir
 
             run = evaluator_run_dir("syncnet", root, runs_root=self.cfg.runs_root)
             if s.expert in ("auto", "official"):
@@ -930,7 +930,7 @@ class Scorer:
         return expert.name
 
     def _build_csim(self, b: Backends, root: Path) -> str:
-        from .metrics import IDENTITY_NETWORK
+        from ..metrics import IDENTITY_NETWORK
 
         embedder = b.csim_embedder if b.csim_embedder is not None else DlibFaceEmbedder()
         self.metrics["csim"] = CSIMMetric(embedder=embedder, sync_on_compute=False)
@@ -1221,7 +1221,7 @@ def _run(cfg: Any, backends: Backends | None, injected: dict[str, Method] | None
          start: float) -> BenchResult:
     from tqdm.auto import tqdm
 
-    from .video import read_video
+    from ..video import read_video
 
     torch.manual_seed(cfg.seed)
     root = resolve_path(cfg.data.root)
@@ -1537,7 +1537,7 @@ def load_bench_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import check_values, compose, experiments_dir, split_overrides
+    from ..config import check_values, compose, experiments_dir, split_overrides
 
     p = Path(path)
     if not p.is_absolute() and not p.is_file():
