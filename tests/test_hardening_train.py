@@ -98,7 +98,7 @@ def test_lightning_loaders_refuse_malicious_files(evil):
 
 
 def test_bench_stage2_settings_are_read_safely(evil):
-    from dreamhead_lit.bench import _StageMethod
+    from dreamhead_lit.bench.methods.dreamhead import _StageMethod
 
     tmp, marker = evil
     method = _StageMethod.__new__(_StageMethod)

@@ -1,0 +1,107 @@
+"""What a bench method is: :class:`Method` (one video per test clip), the ``kind`` registry a bench config names
+(:func:`register_method`) and the run facts a method may use (:class:`BenchContext`)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ...config import ConfigError
+from ...data.clip import atomic_write_text
+from ..cache import digest
+from ..clips import TestClip
+from ..config import MethodConfig
+
+
+METHOD_KINDS: dict[str, type[Method]] = {}
+
+
+def register_method(kind: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator adding a method kind to :data:`METHOD_KINDS` (the ``kind`` a bench config names)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.kind = kind
+        METHOD_KINDS[kind] = cls
+        return cls
+
+    return deco
+
+
+@dataclass
+class BenchContext:
+    """What methods may need from the run: the dataset, where runs live, the device."""
+
+    data_root: Path
+    runs_root: str
+    device: torch.device
+    dataset_info: dict
+
+
+class Method:
+    """A way of producing one video per test clip. Subclasses set ``kind`` (via :func:`register_method`) and
+    ``default_uses_source_video`` and implement :meth:`generate` (or override :meth:`video`).
+
+    ``key()`` must capture everything that changes the videos (checkpoints, sampler, seed ...): cached videos and
+    per-clip results are reused only under the same key.
+    """
+
+    kind: ClassVar[str] = ""
+    default_uses_source_video: ClassVar[bool] = True
+
+    def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.ctx = ctx
+        self.label = cfg.label or name
+        self.uses_source_video = self.source_video(cfg)
+
+    @classmethod
+    def source_video(cls, cfg: MethodConfig) -> bool:
+        """Whether the method uses the test clip's video (False: one-shot from a single image)."""
+        return cls.default_uses_source_video if cfg.uses_source_video is None else bool(cfg.uses_source_video)
+
+    @classmethod
+    def protocol_of(cls, cfg: MethodConfig) -> str:
+        """Short protocol tag for the table."""
+        return ""
+
+    @property
+    def protocol(self) -> str:
+        return self.protocol_of(self.cfg)
+
+    def describe(self) -> str:
+        """One sentence for the table's protocol notes."""
+        return self.protocol
+
+    def key(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def clip_key(self, clip: TestClip) -> dict[str, Any]:
+        """Per-clip additions to the key (a folder method's input file)."""
+        return {}
+
+    def generate(self, clip: TestClip, out: Path) -> None:
+        """Write the clip's video to ``out`` (an mp4, atomically)."""
+        raise NotImplementedError
+
+    def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
+        """(the clip's mp4, whether it was generated now); ``None`` when the method has no video for the clip.
+        Generated videos are cached in ``cache_dir`` under this method's key."""
+        out = cache_dir / f"{clip.id}.mp4"
+        sidecar = cache_dir / f"{clip.id}.key"
+        key = digest(self.key())
+        if out.is_file() and sidecar.is_file() and sidecar.read_text().strip() == key:
+            return out, False
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.generate(clip, out)
+        atomic_write_text(sidecar, key + "\n")
+        return out, True
+
+
+def build_method(name: str, cfg: MethodConfig, ctx: BenchContext) -> Method:
+    if cfg.kind not in METHOD_KINDS:
+        raise ConfigError(f"methods.{name}.kind={cfg.kind!r}: choose one of {sorted(METHOD_KINDS)}")
+    return METHOD_KINDS[cfg.kind](name, cfg, ctx)

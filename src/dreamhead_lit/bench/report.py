@@ -1,0 +1,203 @@
+"""The bench's outputs: the table rows and per-clip rows, the markdown report, and the files under the results
+folder (``table.md``, ``table.csv``, ``results.json``, ``per_clip.csv``, ``tensorboard/``)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import resolve_path
+from ..data.clip import atomic_write_text
+from .clips import TestClip
+from .config import MethodConfig
+from .scorer import Scorer
+
+# The value columns each metric contributes to table.csv (per_clip.csv: the same, with sync_offset for the mean
+# absolute offset and no fid).
+_VALUE_COLUMNS = {
+    "ssim": ("ssim",), "psnr": ("psnr",), "ssim_mouth": ("ssim_mouth",), "psnr_mouth": ("psnr_mouth",),
+    "lpips": ("lpips",), "lmd": ("lmd_mouth", "lmd_face", "jitter_ratio"), "sync": ("lse_c", "lse_d", "sync_abs_offset"),
+    "csim": ("csim",), "fid": ("fid",),
+}
+TABLE_COLUMNS = (
+    "method", "label", "kind", "protocol", "uses_source_video", "clips", "clips_expected", "frames",
+    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_unit", "jitter_ratio",
+    "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "status",
+)
+PER_CLIP_COLUMNS = (
+    "method", "split", "clip", "status", "frames", "frames_generated", "resized_from",
+    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_missing_frames", "jitter_ratio",
+    "lse_c", "lse_d", "sync_offset", "csim",
+)
+NA = "n/a"
+# Table headings: (column, heading, higher is better; None: closest to 1 is best)
+TABLE_HEADINGS = (
+    ("ssim", "SSIM", True), ("psnr", "PSNR", True), ("ssim_mouth", "SSIM-m", True), ("psnr_mouth", "PSNR-m", True),
+    ("lpips", "LPIPS", False), ("lmd_mouth", "M-LMD", False), ("lmd_face", "F-LMD", False), ("jitter_ratio", "Jitter", None),
+    ("lse_c", "LSE-C", True),
+    ("lse_d", "LSE-D", False), ("sync_abs_offset", "|offset|", False), ("csim", "CSIM", True), ("fid", "FID", False),
+)
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_bench` produced (on every rank)."""
+
+    out_dir: Path
+    table: list[dict[str, Any]]  # table.csv rows
+    per_clip: list[dict[str, Any]]  # per_clip.csv rows
+    stats: dict[str, dict[str, int]]  # method -> {"computed", "cached", "generated", "errors"} summed over ranks
+    markdown: str
+
+
+def _finite(x: Any) -> Any:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return NA
+        return round(v, 6)
+    return v
+
+
+def table_row(name: str, label: str, kind: str, protocol: str, uses_source: bool | None, clips: int, expected: int,
+              frames: int, values: dict[str, Any], scorer: Scorer, status: str) -> dict[str, Any]:
+    """One table.csv row: the method's facts, then each requested metric's value (n/a where it is not available)."""
+    row: dict[str, Any] = {"method": name, "label": label, "kind": kind, "protocol": protocol,
+                           "uses_source_video": "" if uses_source is None else bool(uses_source), "clips": clips,
+                           "clips_expected": expected, "frames": frames, "lmd_unit": scorer.lmd_unit, "status": status}
+    for metric in scorer.requested:
+        for col in _VALUE_COLUMNS[metric]:
+            v = values.get(col, float("nan")) if scorer.setup[metric].available else float("nan")
+            row[col] = _cell(v)
+    for col in TABLE_COLUMNS:
+        row.setdefault(col, "")
+    return {c: row[c] for c in TABLE_COLUMNS}
+
+
+def per_clip_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """A scored (method, clip) entry as its per_clip.csv row."""
+    return {c: _cell(entry.get(c, "")) for c in PER_CLIP_COLUMNS}
+
+
+def arrow(higher_is_better: bool | None) -> str:
+    """The heading's direction mark: higher, lower or closest to 1 is best."""
+    return {True: "↑", False: "↓", None: "→1"}[higher_is_better]
+
+
+def _fmt(v: Any, col: str) -> str:
+    if v in ("", None):
+        return ""
+    if v == NA:
+        return NA
+    if col == "sync_abs_offset":
+        return f"{float(v):.2f}"
+    if col in ("psnr", "psnr_mouth", "fid"):
+        return f"{float(v):.2f}"
+    return f"{float(v):.4f}" if col in ("ssim", "ssim_mouth", "lpips", "csim") else f"{float(v):.3f}"
+
+
+def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestClip], table: list[dict],
+                    scorer: Scorer, notes: dict[str, str], skipped: dict[str, tuple[MethodConfig, str]],
+                    fid_values: dict, world: int) -> str:
+    """table.md: the table (columns of the requested metrics), then the protocols, the settings and what was n/a."""
+    cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)]
+    head = ["method", "protocol", "source video", "clips"] + [f"{h} {arrow(hib)}" for _, h, hib in cols]
+    lines = [f"# Benchmark `{cfg.name}` on {dataset}: {', '.join(splits)} ({len(clips)} clips)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table:
+        src = {True: "yes", False: "no (one-shot)", "": "?"}.get(row["uses_source_video"], "?")
+        cells = [row["label"], row["protocol"] or "-", src, f"{row['clips']}/{row['clips_expected']}"]
+        cells += [_fmt(row[c], c) for c, _, _ in cols]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "Protocols:"]
+    for name, text in notes.items():
+        lines.append(f"- {name}: {text}")
+    for name, (_, reason) in skipped.items():
+        lines.append(f"- {name}: skipped -- {reason}")
+    bad = [r for r in table if r["status"] not in ("ok",) and not r["status"].startswith("skipped")]
+    for r in bad:
+        lines.append(f"- {r['method']}: {r['status']}")
+    s = scorer.setup
+    lines += ["", "Settings:"]
+    if "lmd" in s and s["lmd"].available:
+        lmd = cfg.lmd
+        unit = (f"pixels at {lmd.report_resolution or scorer.resolution} px" if lmd.normalisation == "pixels"
+                else "divided by the ground-truth inter-ocular distance (points 36-45)")
+        target = ("the same landmarker on the ground-truth frames" if lmd.target == "frames"
+                  else "the dataset's landmarks68.npy")
+        lines.append(f"- LMD: landmarks by {s['lmd'].label}; reference: {target}; M-LMD = mouth points 48-67, F-LMD = all "
+                     f"68; each frame's points centred on their mean, mean L2 per point, mean over frames, then "
+                     f"videos; {unit}. Jitter: mean acceleration magnitude |x[t+1] - 2x[t] + x[t-1]| of the 68 "
+                     f"detected points, over that of the ground truth's (1 = as smooth as the ground truth)")
+    if "sync" in s and s["sync"].available:
+        lines.append(f"- LSE-C / LSE-D / |offset|: expert {s['sync'].label}; offsets searched ±{cfg.sync.vshift} "
+                     f"frames; audio: {'the clip source audio' if cfg.sync.audio == 'source' else 'the video track'}")
+    if "fid" in s and s["fid"].available:
+        counts = next(iter(fid_values.values()), {})
+        lines.append(f"- FID: features {s['fid'].label}; all compared frames of a method vs the ground-truth frames "
+                     f"of the same clips (running sums)" + (f"; e.g. {counts.get('fid_fake_images')} generated frames"
+                                                            if counts.get("fid_fake_images") else ""))
+    if "lpips" in s and s["lpips"].available:
+        lines.append(f"- LPIPS: {s['lpips'].label}")
+    if "csim" in s and s["csim"].available:
+        lines.append(f"- CSIM: {s['csim'].label}")
+    if any(m in s and s[m].available for m in ("ssim", "psnr", "ssim_mouth", "psnr_mouth")):
+        lines.append("- SSIM / PSNR: per frame against the ground truth, mean over all frames; -m: on the 96x96 crop "
+                     "around the ground-truth mouth (metrics.image.crop_mouth)")
+    lines.append(f"- frames compared over min(generated, ground-truth) length at the dataset resolution; "
+                 f"{world} process(es)")
+    missing = scorer.unavailable()
+    if missing:
+        lines += ["", "Not available (n/a):"]
+        for m, reason in missing.items():
+            body = reason.replace("\n", "\n    ")
+            lines.append(f"- {m}: {body}")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, cfg: Any, result: BenchResult, scorer: Scorer, notes: dict[str, str], fid_values: dict,
+                  world: int, seconds: float, clips: list[TestClip]) -> None:
+    """table.md, table.csv, per_clip.csv, results.json and (``cfg.tensorboard``) the scalars and table under
+    ``tensorboard/``."""
+    def csv_text(rows: list[dict], columns: tuple[str, ...]) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+
+    atomic_write_text(out / "table.md", result.markdown + "\n")
+    atomic_write_text(out / "table.csv", csv_text(result.table, TABLE_COLUMNS))
+    atomic_write_text(out / "per_clip.csv", csv_text(result.per_clip, PER_CLIP_COLUMNS))
+    results = {
+        "name": cfg.name, "dataset": out.parent.name, "data_root": str(resolve_path(cfg.data.root)),
+        "splits": list(cfg.data.test_splits), "clips": [c.id for c in clips], "world_size": world,
+        "seconds": round(seconds, 1), "columns": {"table": list(TABLE_COLUMNS), "per_clip": list(PER_CLIP_COLUMNS)},
+        "lmd_unit": scorer.lmd_unit,
+        "settings": {m: scorer.setup[m].label for m in scorer.available},
+        "not_available": scorer.unavailable(),
+        "protocols": notes,
+        "fid": {k: {kk: _finite(vv) for kk, vv in v.items()} for k, v in fid_values.items()},
+        "stats": result.stats,
+        "methods": {r["method"]: {k: (None if v == NA else v) for k, v in r.items()} for r in result.table},
+    }
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(out / "tensorboard")) as tb:
+            for row in result.table:
+                for col, _, _ in TABLE_HEADINGS:
+                    v = row.get(col)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        tb.add_scalar(f"bench/{col}/{row['method']}", float(v), 0)
+            tb.add_text("bench/table", result.markdown, 0)
