@@ -73,13 +73,17 @@ class DummyModelMethod(bench.Method):
 
     default_uses_source_video = False
 
+    def __init__(self, name, cfg, ctx) -> None:
+        super().__init__(name, cfg, ctx)
+        self.ckpt = bench.find_checkpoint(cfg.checkpoints.get("test_dummy"), "test_dummy", ctx.runs_root)
+
     def key(self) -> dict:
-        return {"kind": self.kind, "checkpoint": bench.file_fingerprint(Path(self.cfg.stage2))}
+        return {"kind": self.kind, "checkpoint": bench.file_fingerprint(self.ckpt)}
 
     def generate(self, clip, out: Path) -> None:
         from dreamhead_lit.video import write_video
 
-        model = registry.load_checkpoint(self.cfg.stage2, expected="test_dummy")
+        model = registry.load_checkpoint(self.ckpt, expected="test_dummy")
         ref = torch.from_numpy(clip.frames[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
             frame = ((model(ref).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -125,7 +129,7 @@ def test_a_registered_model_trains_loads_and_benches(dummy_registered, tiny_synt
     assert train.main(["test_dummy", "--config", str(_config_file(tmp_path, tiny_synth)), "--if-needed"]) == 0
     assert "is complete" in capsys.readouterr().out
 
-    methods = {"dummy": {"kind": "test_dummy_model", "stage2": str(ckpt)},
+    methods = {"dummy": {"kind": "test_dummy_model", "checkpoints": {"test_dummy": "tiny"}},  # a run name
                "static": {"kind": "static_reference"}}
     cfg = structured(make_cfg(tiny_synth, tmp_path, metrics=["ssim", "psnr"], methods=methods, max_clips=1))
     result = bench.run_bench(cfg, backends=backends())

@@ -75,6 +75,7 @@ from .methods import (
     Stage2GTLandmarksMethod,
     StaticReferenceMethod,
     build_method,
+    find_checkpoint,
     register_method,
 )
 from .report import PER_CLIP_COLUMNS, TABLE_COLUMNS, TABLE_HEADINGS, BenchResult, arrow
@@ -100,6 +101,7 @@ __all__ = [
     "METHOD_KINDS",
     "register_method",
     "build_method",
+    "find_checkpoint",
     "BenchContext",
     "GroundTruthMethod",
     "StaticReferenceMethod",

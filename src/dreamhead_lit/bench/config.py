@@ -43,6 +43,10 @@ class MethodConfig:
     seed: int = 0
     batch_size: int = 16  # frames sampled together by stage 2
     emotion_label: bool = True  # dreamhead: give stage 1 the clip's emotion label when the dataset has one (MEAD)
+    # kinds registered outside the bench (baselines, plugins): registered model -> checkpoint file or run name (found
+    # with methods.base.find_checkpoint), and the kind's own settings
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

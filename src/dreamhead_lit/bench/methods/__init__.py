@@ -1,6 +1,6 @@
 """The methods a bench compares, one module per family. Importing this package registers the built-in kinds; a new
 baseline adds its own module here (imported below) or calls :func:`register_method` from its own package."""
-from .base import METHOD_KINDS, BenchContext, Method, build_method, register_method
+from .base import METHOD_KINDS, BenchContext, Method, build_method, find_checkpoint, register_method
 from .dreamhead import AudioToImageMethod, DreamHeadMethod, GroundTruthLandmarks, Stage2GTLandmarksMethod
 from .reference import FolderMethod, GroundTruthMethod, StaticReferenceMethod
 
@@ -9,6 +9,7 @@ __all__ = [
     "BenchContext",
     "Method",
     "build_method",
+    "find_checkpoint",
     "register_method",
     "GroundTruthMethod",
     "StaticReferenceMethod",

@@ -13,10 +13,34 @@ from ...config import ConfigError
 from ...data.clip import atomic_write_text
 from ..cache import digest
 from ..clips import TestClip
-from ..config import MethodConfig
+from ..config import MethodConfig, MethodUnavailable
 
 
 METHOD_KINDS: dict[str, type[Method]] = {}
+
+
+def find_checkpoint(spec: str | None, model: str, runs_root: str) -> Path:
+    """A checkpoint of the registered ``model``: ``spec`` as a file, as a run name under ``runs/<its group>/``, or
+    None for the latest run there."""
+    from ... import registry
+    from ...config import resolve_path
+    from ...runs import latest_checkpoint
+
+    group = registry.get(model).group
+    hint = f"make train-{model}" if model in ("stage1", "stage2") else f"python -m dreamhead_lit.train {model}"
+    if spec:
+        path = resolve_path(spec)
+        if path.is_file():
+            return path
+        try:
+            return latest_checkpoint(group, runs_root=runs_root, name=spec)
+        except FileNotFoundError as err:
+            raise MethodUnavailable(f"no {model} run {spec!r} ({err}): train it with `{hint}`, or name another run or "
+                                    f"a checkpoint file in the method's settings") from err
+    try:
+        return latest_checkpoint(group, runs_root=runs_root)
+    except FileNotFoundError as err:
+        raise MethodUnavailable(f"no {model} checkpoint: train one with `{hint}` ({err})") from err
 
 
 def register_method(kind: str) -> Callable[[type[Method]], type[Method]]:
@@ -102,6 +126,9 @@ class Method:
 
 
 def build_method(name: str, cfg: MethodConfig, ctx: BenchContext) -> Method:
+    from ... import registry
+
+    registry.discover()  # the baselines' packages register their kinds when imported
     if cfg.kind not in METHOD_KINDS:
         raise ConfigError(f"methods.{name}.kind={cfg.kind!r}: choose one of {sorted(METHOD_KINDS)}")
     return METHOD_KINDS[cfg.kind](name, cfg, ctx)

@@ -11,31 +11,12 @@ import torch
 from torch import Tensor
 
 from ...checkpoints import safe_load
-from ...config import ConfigError, resolve_path
+from ...config import ConfigError
 from ...data.clip import ClipError
 from ..cache import file_fingerprint
 from ..clips import TestClip
 from ..config import MethodConfig, MethodUnavailable, Protocol
-from .base import BenchContext, Method, register_method
-
-
-def _checkpoint(spec: str | None, stage: str, runs_root: str) -> Path:
-    """A checkpoint file from a path, a run name under ``runs/<stage>/`` or None (the latest run of the stage)."""
-    from ...runs import latest_checkpoint
-
-    if spec:
-        path = resolve_path(spec)
-        if path.is_file():
-            return path
-        try:
-            return latest_checkpoint(stage, runs_root=runs_root, name=spec)
-        except FileNotFoundError as err:
-            raise MethodUnavailable(f"no {stage} run {spec!r} ({err}): train it with `make train-{stage}`, or name "
-                                    f"another run or a checkpoint file in the method's {stage}:") from err
-    try:
-        return latest_checkpoint(stage, runs_root=runs_root)
-    except FileNotFoundError as err:
-        raise MethodUnavailable(f"no {stage} checkpoint: train one with `make train-{stage}` ({err})") from err
+from .base import BenchContext, Method, find_checkpoint, register_method
 
 
 class _StageMethod(Method):
@@ -47,8 +28,8 @@ class _StageMethod(Method):
     def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, stage1: Any = None, stage2: Any = None) -> None:
         super().__init__(name, cfg, ctx)
         self._stage1, self._stage2 = stage1, stage2  # loaded modules may be injected (tests)
-        self.ckpt1 = None if stage1 is not None or not self.needs_stage1 else _checkpoint(cfg.stage1, "stage1", ctx.runs_root)
-        self.ckpt2 = None if stage2 is not None else _checkpoint(cfg.stage2, "stage2", ctx.runs_root)
+        self.ckpt1 = None if stage1 is not None or not self.needs_stage1 else find_checkpoint(cfg.stage1, "stage1", ctx.runs_root)
+        self.ckpt2 = None if stage2 is not None else find_checkpoint(cfg.stage2, "stage2", ctx.runs_root)
         self._ckpt_facts: dict[str, dict] = {}  # stage -> {"net": settings, "data": description}, read once
         condition = self._stage2_setting("condition")
         if condition != self.stage2_condition:
