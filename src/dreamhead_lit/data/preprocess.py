@@ -71,7 +71,7 @@ from typing import Callable, Literal
 from .clip import FPS, SAMPLE_RATE, ClipRecord, atomic_write_text, read_index, write_index
 from .detectors import PadMode, mediapipe_available, mediapipe_topology
 from .landmarks import LandmarkTopology, canonical_template68, topology_68
-from .preprocess_video import SourceResult, find_segments, process_job  # noqa: F401 - re-exported
+from .preprocess_video import SourceResult, process_job
 from .process_pool import run_in_processes
 from .resume import (  # noqa: F401 - DiskClip and scan_clips are part of this module's interface
     DestinationBusy,
@@ -91,6 +91,7 @@ from .sources import (  # noqa: F401 - re-exported: discovery was part of this m
     read_hdtf_crops,
 )
 from .splits import SPLIT_SEED, assign_splits, read_split_file, recorded_splits  # noqa: F401 - re-exported
+from .tracking import TrackSettings, find_segments  # noqa: F401 - find_segments re-exported
 
 LandmarkChoice = Literal["dlib68", "mediapipe"]
 MEAD_TEST_ACTORS = ("M003", "M030", "W024")
@@ -100,6 +101,9 @@ OUTPUT_SETTINGS = ("layout", "size", "landmarks", "frames_format", "identity_fro
                    "detect_max_side", "upsample", "min_face", "crop_scale", "crop_shift", "pad", "smooth_median",
                    "smooth_sigma_centre", "smooth_sigma_size", "max_gap", "min_seconds", "landmark_size",
                    "jpeg_quality")
+
+
+_TRACK = TrackSettings()
 
 
 @dataclass
@@ -119,19 +123,20 @@ class PreprocessConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_seconds: float | None = None  # only the first seconds of every video (quick runs, tests)
-    detect_every: int = 5  # detection every k frames (0.2 s at 25 fps), boxes interpolated in between
-    detect_max_side: int = 640  # frames are downscaled to this longer side for detection
-    upsample: int = 0  # dlib upsampling for detection (finds smaller faces, 4x cost per step)
-    min_face: float = 80.0  # smallest face box side kept, source pixels
-    crop_scale: float = 1.6  # crop side / face box side
-    crop_shift: float = 0.05  # crop centre below the face box centre, in face box sides
-    pad: PadMode = "edge"  # filling of crop parts outside the frame
-    smooth_median: int = 5  # detections in the running median of the box track
-    smooth_sigma_centre: float = 3.0  # frames, Gaussian on the box centre
-    smooth_sigma_size: float = 8.0  # frames, Gaussian on the box size
-    max_gap: float = 0.5  # seconds without a detection that split a clip
+    # the face track: tracking.TrackSettings explains each; a reference video is tracked with the same defaults
+    detect_every: int = _TRACK.detect_every
+    detect_max_side: int = _TRACK.detect_max_side
+    upsample: int = _TRACK.upsample
+    min_face: float = _TRACK.min_face
+    crop_scale: float = _TRACK.crop_scale
+    crop_shift: float = _TRACK.crop_shift
+    pad: PadMode = _TRACK.pad
+    smooth_median: int = _TRACK.smooth_median
+    smooth_sigma_centre: float = _TRACK.smooth_sigma_centre
+    smooth_sigma_size: float = _TRACK.smooth_sigma_size
+    max_gap: float = _TRACK.max_gap
+    landmark_size: int = _TRACK.landmark_size
     min_seconds: float = 2.0  # shortest clip kept
-    landmark_size: int = 512  # working crop side for the landmarkers (dlib reports whole pixels)
     jpeg_quality: int = 95
     frame_cache_mb: int = 512  # decoded frames kept from the detection pass for the crop pass (else decoded twice)
     name: str | None = None  # dataset name in dataset.json (default: the layout, or the dst folder for plain)
@@ -143,6 +148,9 @@ class PreprocessConfig:
         if fmt not in ("jpg", "npy"):
             raise ValueError(f"--frames-format must be jpg or npy, got {fmt!r}")
         return fmt
+
+    def track_settings(self) -> TrackSettings:
+        return TrackSettings.of(self)
 
     def output_settings(self) -> dict:
         out = {k: getattr(self, k) for k in OUTPUT_SETTINGS}

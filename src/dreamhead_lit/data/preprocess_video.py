@@ -13,17 +13,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .clip import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, ClipData, ClipError, ClipRecord, nonfinite_problem, validate_clip
-from .detectors import (
-    Dlib68Landmarker,
-    FaceBox,
-    FaceDetector,
-    MediaPipeDense,
-    crop_and_resize,
-    smooth_boxes,
-    square_crop_box,
-)
+from .detectors import Dlib68Landmarker, FaceBox, FaceDetector, MediaPipeDense
 from .resume import source_stamp
 from .sources import SourceVideo
+from .tracking import FaceCropper, FaceTracker, TrackPiece, track_pieces
 
 if TYPE_CHECKING:  # the config class lives with the CLI, which imports this module
     from .preprocess import PreprocessConfig
@@ -82,7 +75,7 @@ class _Models:
     """The detectors of one process, built once."""
 
     def __init__(self, cfg: PreprocessConfig):
-        self.detector = FaceDetector(upsample=cfg.upsample, max_side=cfg.detect_max_side, min_size=cfg.min_face)
+        self.detector = cfg.track_settings().detector()
         self.landmarker = Dlib68Landmarker()
 
 
@@ -123,31 +116,6 @@ def _timed_frames(path: Path, timer: _Timer, limit: int | None):
             yield frame
     finally:
         it.close()
-
-
-def find_segments(detected: np.ndarray, *, num_frames: int, step: int, max_gap: int, min_frames: int
-                  ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Pieces of a clip with a face: (kept [(start, stop)], dropped [(start, stop)]), stop exclusive.
-
-    ``detected`` holds the frames where detection found the face (detection runs every ``step`` frames). A piece
-    runs from a detection to the last detection before a gap of more than ``max_gap`` frames; the final piece
-    extends to the clip's end when its last detection was the clip's last detection attempt.
-    """
-    detected = np.asarray(sorted(int(t) for t in detected))
-    if len(detected) == 0:
-        return [], []
-    last_attempt = ((num_frames - 1) // step) * step
-    pieces = []
-    start = prev = int(detected[0])
-    for t in detected[1:]:
-        if t - prev > max_gap:
-            pieces.append((start, prev + 1))
-            start = int(t)
-        prev = int(t)
-    pieces.append((start, num_frames if prev == last_attempt else prev + 1))
-    kept = [p for p in pieces if p[1] - p[0] >= min_frames]
-    dropped = [p for p in pieces if p[1] - p[0] < min_frames]
-    return kept, dropped
 
 
 def _fill_missing(points: list[np.ndarray | None], num_points: int) -> tuple[np.ndarray, int]:
@@ -207,20 +175,12 @@ class _Detections:
 
 
 @dataclass
-class _Piece:
-    """A stretch of frames [start, stop) with a face, becoming one clip."""
+class _Piece(TrackPiece):
+    """A piece of the face track becoming one clip, with its crops and landmarks once the crop pass has run."""
 
-    start: int
-    stop: int
-    face_boxes: np.ndarray  # (T, 4) smoothed face boxes, source pixels
-    crop_boxes: np.ndarray  # (T, 4) square crop boxes, source pixels
     frames: np.ndarray | None = None  # (T, size, size, 3) uint8 crops
     landmarks68: np.ndarray | None = None  # (T, 68, 2) crop pixels
     dense: list[np.ndarray | None] = field(default_factory=list)  # MediaPipe per frame, None where it found no mesh
-
-    @property
-    def num_frames(self) -> int:
-        return self.stop - self.start
 
 
 def _read_audio(item: SourceVideo, timer: _Timer) -> np.ndarray | None:
@@ -238,9 +198,7 @@ def _detect_pass(item: SourceVideo, cfg: PreprocessConfig, detector: FaceDetecto
     from ..video import VideoError
 
     limit = None if cfg.max_seconds is None else int(round(cfg.max_seconds * FPS))
-    boxes: dict[int, FaceBox] = {}
-    rejected_small = 0
-    previous: FaceBox | None = None
+    tracker = FaceTracker(cfg.track_settings(), detector=detector, roi=item.roi)
     num_frames = 0
     frame_size = (0, 0)
     cache: list[np.ndarray] | None = []
@@ -251,23 +209,13 @@ def _detect_pass(item: SourceVideo, cfg: PreprocessConfig, detector: FaceDetecto
             cache.append(frame)
             if len(cache) * frame.nbytes > cfg.frame_cache_mb * 2**20:
                 cache = None  # too long to keep: the crop pass decodes again
-        if t % cfg.detect_every:
-            continue
         start = time.perf_counter()
-        # Once the face is known, detect on an image where it is about 160 px (dlib's HOG window is 80 px, so it
-        # may shrink to half before being missed): 2-4x faster than the fixed max_side on close-up video.
-        side = None
-        if previous is not None:
-            searched = max(frame_size) if item.roi is None else max(item.roi[2] - item.roi[0], item.roi[3] - item.roi[1])
-            side = int(np.clip(searched * 160.0 / previous.size, 320, cfg.detect_max_side))
-        best = detector.best(frame, previous=previous, roi=item.roi, max_side=side)
-        rejected_small += detector.last_rejected
+        tracker.update(t, frame)
         timer.add("detect", time.perf_counter() - start)
-        if best is not None:
-            boxes[t] = previous = best
     if num_frames == 0:
         raise VideoError(item.path, "contains no video frame")
-    return _Detections(boxes, num_frames, (int(frame_size[0]), int(frame_size[1])), rejected_small, cache)
+    return _Detections(tracker.boxes, num_frames, (int(frame_size[0]), int(frame_size[1])), tracker.rejected_small,
+                       cache)
 
 
 def _crop_pass(item: SourceVideo, cfg: PreprocessConfig, models: _Models, pieces: list[_Piece],
@@ -275,7 +223,8 @@ def _crop_pass(item: SourceVideo, cfg: PreprocessConfig, models: _Models, pieces
     """Crops and landmarks of every frame inside ``pieces`` (filled in place)."""
     from ..video import VideoError
 
-    size, work = cfg.size, max(cfg.landmark_size, cfg.size)
+    size = cfg.size
+    cropper = FaceCropper(size, cfg.track_settings(), landmarker=models.landmarker)
     for k, p in enumerate(pieces):
         p.frames = _frame_buffer((p.num_frames, size, size, 3), dst / ".work", f"{item.clip_id}_{k}")
         p.landmarks68 = np.zeros((p.num_frames, 68, 2), np.float32)
@@ -296,19 +245,14 @@ def _crop_pass(item: SourceVideo, cfg: PreprocessConfig, models: _Models, pieces
                 if mesh is not None:
                     mesh.close()
                 mesh = MediaPipeDense(static_image_mode=False, refine_landmarks=True)  # tracking restarts per piece
-            crop = p.crop_boxes[i]
             start = time.perf_counter()
-            p.frames[i] = crop_and_resize(frame, crop, size, pad=cfg.pad)
-            # the landmarkers see a larger crop: dlib reports whole pixels
-            big = crop_and_resize(frame, crop, work, pad=cfg.pad, resample="bilinear") if work != size else p.frames[i]
+            p.frames[i], big = cropper.cut(frame, p.crop_boxes[i])  # the landmarkers see the larger working crop
             timer.add("crop", time.perf_counter() - start)
             start = time.perf_counter()
-            scale = work / (crop[2] - crop[0])
-            face = (p.face_boxes[i] - np.r_[crop[:2], crop[:2]]) * scale  # face box in working-crop pixels
-            p.landmarks68[i] = models.landmarker(big, face) * (size / work)
+            p.landmarks68[i] = cropper.landmarks68(big, p.face_boxes[i], p.crop_boxes[i])
             if mesh is not None:
                 pts = mesh(big)
-                p.dense.append(None if pts is None else pts * (size / work))
+                p.dense.append(None if pts is None else pts * (size / cropper.work))
             timer.add("landmarks", time.perf_counter() - start)
     finally:
         if mesh is not None:
@@ -345,9 +289,8 @@ def _process(item: SourceVideo, cfg: PreprocessConfig, split: str, dst: Path, re
         num_frames = audio_frames
         boxes = {t: b for t, b in boxes.items() if t < num_frames}
 
-    kept, dropped = find_segments(np.array(sorted(boxes)), num_frames=num_frames, step=cfg.detect_every,
-                                  max_gap=int(np.floor(cfg.max_gap * FPS + 1e-6)),
-                                  min_frames=int(np.ceil(cfg.min_seconds * FPS - 1e-6)))
+    kept, dropped = track_pieces(boxes, num_frames, cfg.track_settings(),
+                                 min_frames=int(np.ceil(cfg.min_seconds * FPS - 1e-6)))
     if not kept:
         if not boxes:
             small = f" ({det.rejected_small} smaller face(s) rejected)" if det.rejected_small else ""
@@ -357,20 +300,12 @@ def _process(item: SourceVideo, cfg: PreprocessConfig, split: str, dst: Path, re
             result.skipped = (f"face lost too often: the longest stretch with a face is {longest:.2f} s, "
                               f"shorter than --min-seconds {cfg.min_seconds:g}")
         return
-    covered = sum(b - a for a, b in kept)
+    covered = sum(p.num_frames for p in kept)
     if covered < num_frames:
         result.notes.append(f"face missing or lost in {(num_frames - covered) / FPS:.2f} s of {num_frames / FPS:.2f} s: "
                             f"kept {len(kept)} piece(s) of >= {cfg.min_seconds:g} s, dropped {len(dropped)}")
 
-    pieces = []
-    for a, b in kept:
-        track = np.full((b - a, 4), np.nan)  # detections of this piece, NaN elsewhere
-        for t, box in boxes.items():
-            if a <= t < b:
-                track[t - a] = box.as_array()
-        faces = smooth_boxes(track, median=cfg.smooth_median, sigma_centre=cfg.smooth_sigma_centre,
-                             sigma_size=cfg.smooth_sigma_size)
-        pieces.append(_Piece(a, b, faces, square_crop_box(faces, scale=cfg.crop_scale, shift_down=cfg.crop_shift)))
+    pieces = [_Piece(p.start, p.stop, p.face_boxes, p.crop_boxes) for p in kept]
     _crop_pass(item, cfg, models, pieces, det.cache, dst, timer)
     det.cache = None
 
