@@ -5,8 +5,9 @@ cuts the track where the face was lost for more than ``max_gap`` and, per piece,
 (``detectors.smooth_boxes``) and makes the square crop boxes (``detectors.square_crop_box``); :class:`FaceCropper`
 cuts each frame's crop and finds dlib's 68 landmarks on a larger working crop of the same box. The settings
 (:class:`TrackSettings`) default to preprocessing's flags, so a reference video (``pipeline.reference_from_video``)
-is tracked and cropped exactly as a dataset clip of the same video: preprocessing feeds the tracker frame by frame
-while it decodes (``preprocess_video``), a reference video goes through :func:`crop_piece` from memory.
+is tracked and cropped exactly as a dataset clip of the same video, and a portrait (:func:`still_piece`) is cropped
+as one frame of it: preprocessing feeds the tracker frame by frame while it decodes (``preprocess_video``), a
+reference is cropped from memory with :func:`crop_piece`.
 """
 from __future__ import annotations
 
@@ -151,6 +152,12 @@ def track_pieces(boxes: dict[int, FaceBox], num_frames: int, settings: TrackSett
                              sigma_size=settings.smooth_sigma_size)
         pieces.append(TrackPiece(a, b, faces, settings.crop_boxes(faces)))
     return pieces, dropped
+
+
+def still_piece(face_box: np.ndarray, settings: TrackSettings = TrackSettings()) -> TrackPiece:
+    """A one-frame piece around a face found in a still image (a portrait reference): no track to smooth."""
+    faces = np.asarray(face_box, dtype=np.float64)[None, :4]
+    return TrackPiece(0, 1, faces, settings.crop_boxes(faces))
 
 
 class FaceCropper:
