@@ -64,12 +64,12 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Literal
 
 from .clip import FPS, SAMPLE_RATE, ClipRecord, atomic_write_text, read_index, write_index
-from .detectors import PadMode, mediapipe_available, mediapipe_topology
+from .detectors import mediapipe_available, mediapipe_topology
 from .landmarks import LandmarkTopology, canonical_template68, topology_68
 from .preprocess_video import SourceResult, process_job
 from .process_pool import run_in_processes
@@ -103,12 +103,11 @@ OUTPUT_SETTINGS = ("layout", "size", "landmarks", "frames_format", "identity_fro
                    "jpeg_quality")
 
 
-_TRACK = TrackSettings()
-
-
-@dataclass
-class PreprocessConfig:
-    """Settings of one preprocessing run (the CLI flags)."""
+@dataclass(frozen=True, kw_only=True)
+class PreprocessConfig(TrackSettings):
+    """Settings of one preprocessing run (the CLI flags). The face track's (``detect_every``, ``min_face``,
+    ``crop_scale``, ``max_gap``, ``landmark_size``, ...) are ``tracking.TrackSettings``'s, whose defaults a reference
+    video for generation is tracked with too."""
 
     src: str  # raw videos
     dst: str  # processed dataset folder
@@ -123,19 +122,6 @@ class PreprocessConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_seconds: float | None = None  # only the first seconds of every video (quick runs, tests)
-    # the face track: tracking.TrackSettings explains each; a reference video is tracked with the same defaults
-    detect_every: int = _TRACK.detect_every
-    detect_max_side: int = _TRACK.detect_max_side
-    upsample: int = _TRACK.upsample
-    min_face: float = _TRACK.min_face
-    crop_scale: float = _TRACK.crop_scale
-    crop_shift: float = _TRACK.crop_shift
-    pad: PadMode = _TRACK.pad
-    smooth_median: int = _TRACK.smooth_median
-    smooth_sigma_centre: float = _TRACK.smooth_sigma_centre
-    smooth_sigma_size: float = _TRACK.smooth_sigma_size
-    max_gap: float = _TRACK.max_gap
-    landmark_size: int = _TRACK.landmark_size
     min_seconds: float = 2.0  # shortest clip kept
     jpeg_quality: int = 95
     frame_cache_mb: int = 512  # decoded frames kept from the detection pass for the crop pass (else decoded twice)
@@ -150,7 +136,8 @@ class PreprocessConfig:
         return fmt
 
     def track_settings(self) -> TrackSettings:
-        return TrackSettings.of(self)
+        """The face-track settings alone, as a plain ``TrackSettings``."""
+        return TrackSettings(**{f.name: getattr(self, f.name) for f in fields(TrackSettings)})
 
     def output_settings(self) -> dict:
         out = {k: getattr(self, k) for k in OUTPUT_SETTINGS}

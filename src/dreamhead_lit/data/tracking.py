@@ -11,7 +11,7 @@ reference is cropped from memory with :func:`crop_piece`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +32,8 @@ Window = tuple[float, float, float, float]  # (x0, y0, x1, y1) source pixels
 
 @dataclass(frozen=True)
 class TrackSettings:
-    """How a face is followed through a video and cut out; the defaults are preprocessing's flags' defaults."""
+    """How a face is followed through a video and cut out: preprocessing's flags (``PreprocessConfig`` extends this),
+    and with these defaults the tracking of a reference video."""
 
     detect_every: int = 5  # detection every k frames (0.2 s at 25 fps), boxes interpolated in between
     detect_max_side: int = 640  # frames are downscaled to this longer side for detection
@@ -46,11 +47,6 @@ class TrackSettings:
     crop_shift: float = 0.05  # crop centre below the face box centre, in face box sides
     pad: PadMode = "edge"  # filling of crop parts outside the frame
     landmark_size: int = 512  # working crop side for the landmarker (dlib reports whole pixels)
-
-    @classmethod
-    def of(cls, settings) -> "TrackSettings":
-        """The tracking part of a config that holds these fields among others (``PreprocessConfig``)."""
-        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def detector(self) -> FaceDetector:
         return FaceDetector(upsample=self.upsample, max_side=self.detect_max_side, min_size=self.min_face)
