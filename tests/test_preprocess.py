@@ -210,10 +210,10 @@ def test_an_interrupted_run_is_indexed_and_a_rerun_finishes_it_identically(proce
 
 def test_decoding_twice_and_disk_buffers_give_the_same_clip(processed, real_video, tmp_path, monkeypatch):
     """Long videos: frames not cached between the two passes, crops buffered on disk; the output does not change."""
-    import dreamhead_lit.data.preprocess as P
+    import dreamhead_lit.data.preprocess_video as V
 
     fresh, _ = processed
-    monkeypatch.setattr(P, "MEMORY_FRAMES_MB", 0)
+    monkeypatch.setattr(V, "MEMORY_FRAMES_MB", 0)
     src = tmp_path / "one"
     src.mkdir()
     name = "video-retalking__face_2"  # a "train" identity in the five-clip run, and alone here
@@ -549,7 +549,7 @@ def _one_video(tmp_path: Path, edtalk, name: str = "a.mp4", start: int = 0, n: i
 
 def test_nonfinite_landmarks_or_audio_are_never_written_and_the_input_is_skipped_with_the_reason(
         edtalk, tmp_path, monkeypatch):
-    import dreamhead_lit.data.preprocess as P
+    import dreamhead_lit.data.preprocess_video as V
     from dreamhead_lit.data.detectors import Dlib68Landmarker
 
     src = _one_video(tmp_path, edtalk)
@@ -571,14 +571,14 @@ def test_nonfinite_landmarks_or_audio_are_never_written_and_the_input_is_skipped
     assert entry["reason"].startswith("non-finite landmarks from the detector: dense landmarks has 136 non-finite "
                                       "values (first at frame 7)")
 
-    real_read = P.read_audio_track
+    real_read = V.read_audio_track
 
     def nan_audio(path, **kw):
         audio = real_read(path, **kw)
         audio[3 * 640 + 5] = np.nan
         return audio
 
-    monkeypatch.setattr(P, "read_audio_track", nan_audio)
+    monkeypatch.setattr(V, "read_audio_track", nan_audio)
     out = tmp_path / "ds_audio"
     summary = preprocess(_cfg(src, out, size=64), progress=False)
     assert summary["clips"] == 0 and not list(out.glob("clips/*"))

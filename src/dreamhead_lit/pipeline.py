@@ -248,28 +248,12 @@ def dense_from_68(points68: np.ndarray, info: dict, frames: np.ndarray | None = 
     raise GenerationError(f"cannot build the {topo.name!r} landmark set from a photo")
 
 
-def _landmark_crops(frames: list[np.ndarray], boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Square crops (T, size, size, 3) and dlib 68 landmarks on them, detected at >= 256 px for precision."""
-    from .data.detectors import Dlib68Landmarker, crop_and_resize, square_crop_box
-
-    landmarker = Dlib68Landmarker()
-    work = max(256, size)
-    crops, lms = [], []
-    for frame, box in zip(frames, boxes):
-        crop_box = square_crop_box(box)
-        big = crop_and_resize(frame, crop_box, work)
-        side = crop_box[2] - crop_box[0]
-        face = (np.asarray(box[:4]) - np.tile(crop_box[:2], 2)) * work / side  # the face box in crop pixels
-        lms.append(landmarker(big, face) * size / work)
-        crops.append(big if work == size else crop_and_resize(big, (0, 0, work, work), size))
-    return np.stack(crops), np.stack(lms).astype(np.float32)
-
-
 def reference_from_image(path: Path, *, size: int, info: dict) -> Reference:
-    """A portrait: dlib finds the face, crops it as preprocessing does, and landmarks it."""
+    """A portrait: dlib finds the face, crops it as preprocessing does (``data/tracking.py``), and landmarks it."""
     from PIL import Image, UnidentifiedImageError
 
     from .data.detectors import FaceDetector
+    from .data.tracking import FaceCropper, crop_piece, still_piece
 
     try:
         with Image.open(path) as img:
@@ -284,13 +268,15 @@ def reference_from_image(path: Path, *, size: int, info: dict) -> Reference:
     if len(boxes) > 1:
         print(f"warning: {len(boxes)} faces in {path.name}; using the largest (at {box.x0:.0f},{box.y0:.0f}, "
               f"{box.width:.0f}×{box.height:.0f} px)", file=sys.stderr)
-    crops, lm68 = _landmark_crops([rgb], box.as_array()[None], size)
+    crops, lm68 = crop_piece([rgb], still_piece(box.as_array()), FaceCropper(size))
     return Reference(crops, dense_from_68(lm68, info, crops), lm68, "image")
 
 
 def reference_from_video(path: Path, *, size: int, info: dict, max_frames: int | None) -> Reference:
-    """A talking video (dubbing mode): the face is tracked and cropped per frame; its pose and background stay."""
-    from .data.detectors import FaceDetector, smooth_boxes
+    """A talking video (dubbing mode): the face is tracked and cropped per frame as preprocessing does
+    (``data/tracking.py`` with its default settings); its pose and background stay. Where the face is lost for more
+    than the tracker's ``max_gap``, the longest stretch with a face is used."""
+    from .data.tracking import FaceCropper, FaceTracker, TrackSettings, crop_piece, track_pieces
     from .video import VideoError, read_video
 
     try:
@@ -300,17 +286,20 @@ def reference_from_video(path: Path, *, size: int, info: dict, max_frames: int |
     frames = list(video.frames[:max_frames] if max_frames else video.frames)
     if not frames:
         raise GenerationError(f"the reference video {path} has no frames")
-    detector = FaceDetector(min_size=40)
-    boxes = np.full((len(frames), 4), np.nan)
-    previous = None
-    for i in range(0, len(frames), 5):  # detect every 5 frames (0.2 s); the track is interpolated and smoothed
-        box = detector.best(frames[i], previous=previous)
-        if box is not None:
-            boxes[i] = box.as_array()[:4]
-            previous = box
-    if not np.isfinite(boxes).any():
-        raise GenerationError(f"no face found in the reference video {path}")
-    crops, lm68 = _landmark_crops(frames, smooth_boxes(boxes), size)
+    settings = TrackSettings()
+    tracker = FaceTracker(settings)
+    for t, frame in enumerate(frames):
+        tracker.update(t, frame)
+    # any stretch with a face serves as a reference (preprocessing's --min-seconds is about training clips)
+    pieces, _ = track_pieces(tracker.boxes, len(frames), settings, min_frames=1)
+    if not pieces:
+        raise GenerationError(f"no face found in the reference video {path} (dlib HOG, faces of at least "
+                              f"{settings.min_face:g} px)")
+    piece = max(pieces, key=lambda p: p.num_frames)
+    if piece.num_frames < len(frames):
+        print(f"warning: the face is missing or lost in {len(frames) - piece.num_frames} of {len(frames)} frames of "
+              f"{path.name}; using frames {piece.start}-{piece.stop - 1}, the longest stretch with it", file=sys.stderr)
+    crops, lm68 = crop_piece(frames, piece, FaceCropper(size, settings))
     return Reference(crops, dense_from_68(lm68, info, crops), lm68, "video")
 
 

@@ -7,9 +7,10 @@ coordinates, where pixel ``i`` covers ``[i, i + 1)``, so a point at a pixel's ce
 * :class:`Dlib68Landmarker` -- dlib's 68-point shape predictor (iBUG-300W order, see ``landmarks.py``).
 * :class:`MediaPipeDense` -- MediaPipe FaceMesh, 468 points (478 with the refined irises), when installed
   (``make install-dense``); :func:`mediapipe_topology` describes that set as a :class:`LandmarkTopology`.
-* :func:`smooth_boxes`, :func:`square_crop_box`, :func:`crop_and_resize` -- the crop geometry used by
-  ``preprocess.py``: a face box per frame is cleaned (median over detections), filled in between detections,
-  smoothed (Gaussian over time), made square with a margin, and cut out with sub-pixel precision.
+* :func:`smooth_boxes`, :func:`square_crop_box`, :func:`crop_and_resize` -- the crop geometry of the face track
+  (``tracking.py``, for preprocessing and reference videos): a face box per frame is cleaned (median over detections),
+  filled in between detections, smoothed (Gaussian over time), made square with a margin, and cut out with sub-pixel
+  precision.
 
 The dlib model files come from the ``face_recognition_models`` package (found with ``importlib.util.find_spec``:
 importing that package needs ``pkg_resources``, which recent setuptools no longer ships).

@@ -315,8 +315,8 @@ def lower_face_mask(points68: torch.Tensor, *, size: int, margin: float = 0.08) 
 
 
 # The canonical 68-point template (face units) every dataset is canonicalised onto: the mean neutral face of SynthTalk's
-# face model over 64 identities (``data.synth.neutral_template``; a test keeps them equal), kept here as data so that
-# real datasets do not depend on the generator.
+# face model over 64 identities (``data.synth_face.neutral_template``; a test keeps them equal), kept here as data so
+# that real datasets do not depend on the generator.
 _CANONICAL_TEMPLATE68 = (
     (-0.992250, -0.150000), (-0.968836, 0.062383), (-0.900959, 0.267022), (-0.795131, 0.455979),
     (-0.660443, 0.621888), (-0.506524, 0.758244), (-0.341669, 0.859683), (-0.171718, 0.922198),
