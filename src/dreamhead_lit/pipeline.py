@@ -27,7 +27,7 @@ import torch
 
 from .checkpoints import CheckpointError, header_model, safe_load
 from .data.audio import AudioError, load_audio
-from .data.clip import SAMPLES_PER_FRAME, ClipError, ClipReader, ClipRecord, read_dataset_info, validate_clip
+from .data.clip import SAMPLES_PER_FRAME, ClipReader, ClipRecord, read_dataset_info, validate_clip
 from .data.landmarks import LandmarkTopology, apply_affine, canonicalize, lower_face_mask, rasterize_landmarks
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
