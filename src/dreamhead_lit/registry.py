@@ -192,12 +192,38 @@ def talking_head_data(data_stage: str) -> Callable[[DictConfig], L.LightningData
     return make
 
 
+def scorer_spec(name: str, schema: str, module: str, datamodule: str, *, export: str, sections: tuple[str, ...],
+                monitor: str, mode: Literal["min", "max"], description: str) -> ModelSpec:
+    """A dataset-trained scorer: configured by ``experiments/scorers/<name>.yaml`` (one size), trained into
+    ``runs/scorers/<name>-<dataset folder>/`` (where :func:`dreamhead_lit.metrics.scorers.scorer_run_dir` finds it),
+    its standalone weights file written by ``export``."""
+
+    def run_name(cfg: DictConfig) -> str:
+        from .metrics.scorers import scorer_run_name
+
+        return scorer_run_name(name, cfg.data.root)
+
+    return ModelSpec(name, schema, module, datamodule, monitor=monitor, mode=mode, config="scorers/{name}.yaml",
+                     run_group="scorers",  # metrics.scorers.SCORERS_DIR
+                     sections=sections, export=export, run_name=run_name, description=description)
+
+
 register(ModelSpec("stage1", "dreamhead_lit.lit.a2l:Stage1Config", "dreamhead_lit.lit.a2l:A2LDiffusion",
                    talking_head_data("a2l"), monitor="val/lmd_mouth", mode="min",
                    description="DreamHead stage 1: audio -> dense landmark sequence (A2L diffusion)"))
 register(ModelSpec("stage2", "dreamhead_lit.lit.l2i:Stage2Config", "dreamhead_lit.lit.l2i:L2IDiffusion",
                    talking_head_data("l2i"), monitor="val/ssim_mouth", mode="max",
                    description="DreamHead stage 2: landmarks + reference -> frames (L2I diffusion)"))
+register(scorer_spec("landmarker", "dreamhead_lit.lit.landmarker:LandmarkerConfig",
+                     "dreamhead_lit.lit.landmarker:LandmarkerModule", "dreamhead_lit.data.scorer_data:landmarker_datamodule",
+                     export="dreamhead_lit.lit.landmarker:export_landmarker", sections=("model", "augment", "optim"),
+                     monitor="val/err_px", mode="min",
+                     description="scorer: 68-point landmarker for LMD on the dataset's rendered faces"))
+register(scorer_spec("syncnet", "dreamhead_lit.lit.sync_expert:SyncExpertConfig",
+                     "dreamhead_lit.lit.sync_expert:SyncExpertModule", "dreamhead_lit.data.scorer_data:sync_expert_datamodule",
+                     export="dreamhead_lit.lit.sync_expert:export_sync_expert",
+                     sections=("model", "loss", "optim", "eval_shifts"), monitor="val/offset_acc", mode="max",
+                     description="scorer: reduced SyncNet sync expert for LSE-C/D without the official weights"))
 
 __all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "RegistryError", "discover", "get", "load_checkpoint",
-           "names", "register", "talking_head_data", "unregister"]
+           "names", "register", "scorer_spec", "talking_head_data", "unregister"]
