@@ -1,11 +1,11 @@
 """The dataset-trained scorers: the 68-point landmarker (LMD on rendered faces) and the sync expert (LSE without the
-official weights). What is asserted: the landmarker's augmentation moves points with the image, its error falls with training
-and the trained run plugs into LMD through the Landmarker interface; the sync expert's windows are the evaluation's,
-shift_audio has the AV-offset sign of the LSE procedure, the InfoNCE loss falls on tiny data, the briefly trained
-expert recovers constructed AV offsets of held-out clips of its training identities in most trials (not of an unseen
-identity: from 6 clips of 2 s that is a draw of the seed; at demo size it recovers them all, see the report), and the
-saved expert plugs into SyncMetric under its run's name; `python -m dreamhead_lit.train landmarker|syncnet` writes
-runs/scorers/<kind>-<dataset>/ where the bench looks, with the final file and done.json's figures."""
+official weights). What is asserted: the landmarker's augmentation moves points with the image, its error falls with
+training and the trained run plugs into LMD through the Landmarker interface; the sync expert's windows are the
+evaluation's, shift_audio has the AV-offset sign of the LSE procedure, the InfoNCE loss falls on tiny data, the briefly
+trained expert recovers constructed AV offsets of held-out clips of its training identities in most trials (not of an
+unseen identity: from 6 clips of 2 s that is a draw of the seed; at demo size it recovers them all, see the report),
+and the saved expert plugs into SyncMetric under its run's name; `python -m dreamhead_lit.train landmarker|syncnet`
+writes runs/scorers/<kind>-<dataset>/ where the bench looks, with the final file and done.json's figures."""
 from __future__ import annotations
 
 import json

@@ -234,7 +234,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, schema: type
 # Value rules by key name (wherever the key sits), checked at load so a bad number stops the run before any work with
 # the key named, instead of a traceback deep inside (batch_size=-3) or a run of NaN (lr=nan).
 POSITIVE = {"batch_size", "working_resolution", "lr", "sample_steps", "num_train_steps", "window",
-            "accumulate_grad_batches", "frames_per_clip", "windows_per_clip", "num_nodes", "max_clips", "steps", "threads"}
+            "accumulate_grad_batches", "frames_per_clip", "windows_per_clip", "num_nodes", "max_clips", "steps",
+            "threads"}
 NON_NEGATIVE = {"num_workers", "warmup_steps", "weight_decay", "audio_context", "guidance_scale", "reference_min_gap",
                 "landmark_sigma", "gradient_clip_val", "seed"}
 UNIT_INTERVAL = {"ema_decay", "min_lr_ratio"}  # and every key ending in _prob or _fraction

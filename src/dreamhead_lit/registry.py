@@ -215,12 +215,14 @@ register(ModelSpec("stage2", "dreamhead_lit.lit.l2i:Stage2Config", "dreamhead_li
                    talking_head_data("l2i"), monitor="val/ssim_mouth", mode="max",
                    description="DreamHead stage 2: landmarks + reference -> frames (L2I diffusion)"))
 register(scorer_spec("landmarker", "dreamhead_lit.lit.landmarker:LandmarkerConfig",
-                     "dreamhead_lit.lit.landmarker:LandmarkerModule", "dreamhead_lit.data.scorer_data:landmarker_datamodule",
+                     "dreamhead_lit.lit.landmarker:LandmarkerModule",
+                     "dreamhead_lit.data.scorer_data:landmarker_datamodule",
                      export="dreamhead_lit.lit.landmarker:export_landmarker", sections=("model", "augment", "optim"),
                      monitor="val/err_px", mode="min",
                      description="scorer: 68-point landmarker for LMD on the dataset's rendered faces"))
 register(scorer_spec("syncnet", "dreamhead_lit.lit.sync_expert:SyncExpertConfig",
-                     "dreamhead_lit.lit.sync_expert:SyncExpertModule", "dreamhead_lit.data.scorer_data:sync_expert_datamodule",
+                     "dreamhead_lit.lit.sync_expert:SyncExpertModule",
+                     "dreamhead_lit.data.scorer_data:sync_expert_datamodule",
                      export="dreamhead_lit.lit.sync_expert:export_sync_expert",
                      sections=("model", "loss", "optim", "eval_shifts"), monitor="val/offset_acc", mode="max",
                      description="scorer: reduced SyncNet sync expert for LSE-C/D without the official weights"))

@@ -185,15 +185,16 @@ class LandmarkerDataModule(_ScorerData):
                           num_workers=workers, persistent_workers=workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(LandmarkFrames(self.val_readers, stride=self.val_frame_stride), batch_size=self.batch_size * 2,
-                          num_workers=0)
+        frames = LandmarkFrames(self.val_readers, stride=self.val_frame_stride)
+        return DataLoader(frames, batch_size=self.batch_size * 2, num_workers=0)
 
 
 class SyncExpertDataModule(_ScorerData):
     """:class:`SyncWindows` of the train split, ``batch_size // group`` groups a batch (``batch_size`` counts windows);
     whole clips of the val split, one at a time, for the offset accuracy."""
 
-    def __init__(self, *, input_size: int, crop: str, group: int, max_shift: int, windows_per_clip: int, **data) -> None:
+    def __init__(self, *, input_size: int, crop: str, group: int, max_shift: int, windows_per_clip: int,
+                 **data) -> None:
         super().__init__(**data)
         self.crop = check_crop(crop)
         self.input_size = int(input_size)
@@ -225,7 +226,8 @@ def _data_args(cfg: DictConfig) -> dict:
 
 def landmarker_datamodule(cfg: DictConfig) -> LandmarkerDataModule:
     """The landmarker's DataModule as a run config (``LandmarkerConfig``) asks, set up for fitting."""
-    dm = LandmarkerDataModule(**_data_args(cfg), val_identities=cfg.val_identities, val_frame_stride=cfg.val_frame_stride)
+    dm = LandmarkerDataModule(**_data_args(cfg), val_identities=cfg.val_identities,
+                              val_frame_stride=cfg.val_frame_stride)
     dm.setup("fit")
     return dm
 

@@ -70,7 +70,8 @@ class LandmarkerConfig(RunConfig):
     optim: ScorerOptimConfig = field(default_factory=ScorerOptimConfig)
 
 
-def augment_batch(images: Tensor, points: Tensor, cfg: LandmarkerAugmentConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def augment_batch(images: Tensor, points: Tensor, cfg: LandmarkerAugmentConfig,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Random similarity warp (points moved with the image), colour jitter, blur and noise.
 
     images ``(B, 3, S, S)`` in [0, 1], points ``(B, 68, 2)`` pixels -> the same shapes.
@@ -113,12 +114,15 @@ def augment_batch(images: Tensor, points: Tensor, cfg: LandmarkerAugmentConfig, 
             k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=dev)
             k = torch.exp(-0.5 * (k / sigma) ** 2)
             k = k / k.sum()
-            blurred = F.conv2d(F.pad(x[blur], (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-            blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+            blurred = F.conv2d(F.pad(x[blur], (radius, radius, 0, 0), mode="replicate"),
+                               k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)  # along x
+            blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="replicate"),
+                               k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)  # along y
             x = x.clone()
             x[blur] = blurred
     if cfg.noise > 0:
-        x = x + torch.randn(x.shape, generator=generator).to(dev) * (torch.rand(b, 1, 1, 1, generator=generator).to(dev) * cfg.noise)
+        noise = torch.randn(x.shape, generator=generator).to(dev)  # drawn before the std: the RNG order is kept
+        x = x + noise * (torch.rand(b, 1, 1, 1, generator=generator).to(dev) * cfg.noise)
     return x.clamp(0, 1), new_points
 
 
@@ -131,14 +135,16 @@ def point_errors(pred: Tensor, true: Tensor) -> tuple[Tensor, Tensor]:
 class LandmarkerModule(ScorerModule):
     """Trains :class:`LandmarkNet` on augmented frames; validation error in pixels at the dataset resolution."""
 
-    def __init__(self, *, resolution: int, net: dict | None = None, augment: dict | None = None, optim: dict | None = None) -> None:
+    def __init__(self, *, resolution: int, net: dict | None = None, augment: dict | None = None,
+                 optim: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net_cfg = LandmarkerNetConfig(**(net or {}))
         self.aug_cfg = LandmarkerAugmentConfig(**(augment or {}))
         self.optim_cfg = ScorerOptimConfig(**(optim or {}))
         self.resolution = int(resolution)
-        self.net = LandmarkNet(input_size=self.net_cfg.input_size, channels=list(self.net_cfg.channels), blocks=self.net_cfg.blocks)
+        n = self.net_cfg
+        self.net = LandmarkNet(input_size=n.input_size, channels=list(n.channels), blocks=n.blocks)
         self.val_err = MeanMetric()
         self.val_err_mouth = MeanMetric()
 
@@ -190,16 +196,18 @@ def export_landmarker(out: Path, trainer: L.Trainer, cfg: DictConfig) -> dict[st
     test_readers = dm.test_readers()
     if test_readers:  # for information: the frames the bench applies it to (their ground truth); not used to select
         figures.update({f"test_{k}": v for k, v in landmarker_error(landmarker, test_readers, stride=5).items()})
-    blob = {"net": {"input_size": best.net.input_size, "channels": list(cfg.model.channels), "blocks": int(cfg.model.blocks)},
-            "state_dict": best.net.state_dict(), "run": out.name, "dataset": str(dm.root), "resolution": dm.resolution,
-            "val_err_px": val["err_px"], "val_err_mouth_px": val["err_mouth_px"], "figures": figures}
+    net = {"input_size": best.net.input_size, "channels": list(cfg.model.channels), "blocks": int(cfg.model.blocks)}
+    blob = {"net": net, "state_dict": best.net.state_dict(), "run": out.name, "dataset": str(dm.root),
+            "resolution": dm.resolution, "val_err_px": val["err_px"], "val_err_mouth_px": val["err_mouth_px"],
+            "figures": figures}
     save_final(out / LANDMARKER_FILE, blob)
     print(f"\n{out / LANDMARKER_FILE}\n  on held-out identities {dm.held_out} at {dm.resolution} px: error "
           f"{val['err_px']:.3f} px per point (mouth {val['err_mouth_px']:.3f}); M-LMD against the truth "
           f"{val['lmd_mouth_px']:.3f} px, F-LMD {val['lmd_face_px']:.3f} px")
     if test_readers:
-        print(f"  on the test splits' ground truth ({', '.join(dm.test_splits)}): error {figures['test_err_px']:.3f} px "
-              f"(mouth {figures['test_err_mouth_px']:.3f}); M-LMD {figures['test_lmd_mouth_px']:.3f} px")
+        print(f"  on the test splits' ground truth ({', '.join(dm.test_splits)}): error "
+              f"{figures['test_err_px']:.3f} px (mouth {figures['test_err_mouth_px']:.3f}); "
+              f"M-LMD {figures['test_lmd_mouth_px']:.3f} px")
     return figures
 
 
@@ -219,4 +227,5 @@ def landmarker_error(landmarker: TrainedLandmarker, readers: list[ClipReader], *
         mouths.append(m)
         lmds.append(lmd_from_landmarks(pred, true, resolution=frames.shape[1]))
     return {"err_px": float(torch.cat(errs).mean()), "err_mouth_px": float(torch.cat(mouths).mean()),
-            "lmd_mouth_px": float(np.mean([x.mouth for x in lmds])), "lmd_face_px": float(np.mean([x.face for x in lmds]))}
+            "lmd_mouth_px": float(np.mean([x.mouth for x in lmds])),
+            "lmd_face_px": float(np.mean([x.face for x in lmds]))}

@@ -27,7 +27,14 @@ from torch import Tensor
 
 from ..config import RunConfig
 from ..data.scorer_data import HeldOutClips
-from ..metrics.scorers import DEFAULT_EVAL_SHIFTS, EXPERT_FILE, TrainedSyncExpert, near_chance, offset_accuracy, save_final
+from ..metrics.scorers import (
+    DEFAULT_EVAL_SHIFTS,
+    EXPERT_FILE,
+    TrainedSyncExpert,
+    near_chance,
+    offset_accuracy,
+    save_final,
+)
 from ..models.sync_expert import ReducedSyncNet, SyncCrop, check_crop
 from .scorer_base import ScorerModule, ScorerOptimConfig, best_or_last
 
@@ -105,7 +112,8 @@ class SyncExpertModule(ScorerModule):
 
     def expert(self, name: str = "training") -> TrainedSyncExpert:
         m = self.model_cfg
-        return TrainedSyncExpert(self.net, name=name, input_size=m.input_size, crop=m.crop, device=self.device)  # type: ignore[arg-type]
+        return TrainedSyncExpert(self.net, name=name, input_size=m.input_size, crop=m.crop,
+                                 device=self.device)  # type: ignore[arg-type]
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         flat = {k: v.flatten(0, 1) for k, v in batch.items()}  # (B, G, ...) -> (B * G, ...)
@@ -148,8 +156,8 @@ def export_sync_expert(out: Path, trainer: L.Trainer, cfg: DictConfig) -> dict[s
     figures.update({"eval_shifts": shifts, "steps": trainer.global_step,
                     "train_seconds": trainer.lightning_module.train_seconds()})
     m = cfg.model
-    blob = {"model": {"width": float(m.width), "embed_dim": int(m.embed_dim), "input_size": int(m.input_size), "crop": dm.crop},
-            "state_dict": best.net.state_dict(), "run": out.name, "dataset": str(dm.root),
+    model = {"width": float(m.width), "embed_dim": int(m.embed_dim), "input_size": int(m.input_size), "crop": dm.crop}
+    blob = {"model": model, "state_dict": best.net.state_dict(), "run": out.name, "dataset": str(dm.root),
             "offset_accuracy": held["offset_acc"], "figures": figures}
     save_final(out / EXPERT_FILE, blob)
     print(f"\n{out / EXPERT_FILE}\n  offset accuracy (within 1 frame of shifts {shifts}): "

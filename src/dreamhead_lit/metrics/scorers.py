@@ -44,7 +44,8 @@ def scorer_run_name(kind: str, data_root: str | Path) -> str:
     return f"{kind}-{resolve_path(data_root).name}"
 
 
-def scorer_run_dir(kind: str, data_root: str | Path, *, runs_root: str | Path = "runs", name: str | None = None) -> Path:
+def scorer_run_dir(kind: str, data_root: str | Path, *, runs_root: str | Path = "runs",
+                   name: str | None = None) -> Path:
     """``runs/scorers/<kind>-<dataset folder name>`` (or ``.../<name>``): where training writes and the bench looks."""
     return run_dir(SCORERS_DIR, name or scorer_run_name(kind, data_root), runs_root=runs_root)
 
@@ -167,7 +168,8 @@ class TrainedSyncExpert(SyncNetExpert):
         label = (f"trained expert {run} (joonson SyncNet x{m['width']:g} width, {m['input_size']} px "
                  f"{m['crop'].replace('_', ' ')}, InfoNCE"
                  + (f"; offset acc {100 * acc:.0f}% on held-out clips" if acc is not None else "")
-                 + ("; NEAR CHANCE: too little training data, its LSE figures mean little)" if near_chance(acc) else ")"))
+                 + ("; NEAR CHANCE: too little training data, its LSE figures mean little)" if near_chance(acc)
+                    else ")"))
         return cls(model, name=label, input_size=m["input_size"], crop=m["crop"], device=device, offset_accuracy=acc)
 
 
@@ -210,5 +212,5 @@ def offset_accuracy(expert: SyncNetExpert, clips: list[tuple[np.ndarray, np.ndar
             hits += abs(found - k) <= tolerance
             exact += found == k
     n = max(1, len(errors))
-    return {"offset_acc": hits / n, "offset_exact": exact / n, "offset_mae": float(np.mean(errors)) if errors else float("nan"),
-            "trials": len(errors)}
+    return {"offset_acc": hits / n, "offset_exact": exact / n,
+            "offset_mae": float(np.mean(errors)) if errors else float("nan"), "trials": len(errors)}

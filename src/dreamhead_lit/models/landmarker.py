@@ -42,7 +42,8 @@ class LandmarkNet(nn.Module):
 
     num_points = 68
 
-    def __init__(self, *, input_size: int = 64, channels: tuple[int, int, int] | list[int] = (16, 32, 64), blocks: int = 2) -> None:
+    def __init__(self, *, input_size: int = 64, channels: tuple[int, int, int] | list[int] = (16, 32, 64),
+                 blocks: int = 2) -> None:
         super().__init__()
         if input_size % 8:
             raise ValueError(f"landmarker input_size must be a multiple of 8, got {input_size}")

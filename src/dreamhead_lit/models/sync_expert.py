@@ -40,7 +40,8 @@ def sync_video_input(frames: np.ndarray, *, input_size: int, crop: SyncCrop) -> 
     Resized to ``input_size`` (bilinear, anti-aliased; nothing happens at the native size) and, for
     ``crop="lower_half"``, cut to the lower half (rows ``input_size // 2`` onward). Training and evaluation both use it.
     """
-    x = torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0  # a copy: frames may be read-only
+    x = torch.from_numpy(np.array(frames, dtype=np.uint8))  # a copy: frames may be read-only
+    x = x.permute(0, 3, 1, 2).float() / 255.0
     x = resize_images(x, input_size)
     if crop == "lower_half":
         x = x[:, :, input_size // 2 :]
