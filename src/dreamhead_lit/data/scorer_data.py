@@ -126,7 +126,7 @@ class HeldOutClips(Dataset):
         r = self.readers[i]
         return np.asarray(r.frames()), r.audio()
 
-    def all(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def clips(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return [self[i] for i in range(len(self))]
 
 

@@ -146,12 +146,12 @@ def export_sync_expert(out: Path, trainer: L.Trainer, cfg: DictConfig) -> dict[s
     dm = trainer.datamodule
     best = best_or_last(trainer, SyncExpertModule).eval()
     shifts = list(cfg.eval_shifts)
-    val_acc = offset_accuracy(best.expert(), HeldOutClips(dm.val_readers).all(), shifts)
+    val_acc = offset_accuracy(best.expert(), HeldOutClips(dm.val_readers).clips(), shifts)
     figures: dict[str, Any] = {f"val_{k}": v for k, v in val_acc.items()}
     test = dm.test_readers()
     held = val_acc
     if test:  # held-out identities: the honest figure, reported (and used to name the expert), never used to select
-        held = offset_accuracy(best.expert(), HeldOutClips(test).all(), shifts)
+        held = offset_accuracy(best.expert(), HeldOutClips(test).clips(), shifts)
         figures.update({f"test_{k}": v for k, v in held.items()})
     figures.update({"eval_shifts": shifts, "steps": trainer.global_step,
                     "train_seconds": trainer.lightning_module.train_seconds()})
