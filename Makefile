@@ -93,11 +93,11 @@ generate: $(STAMP)
 
 train-landmarker: $(STAMP)
 	@$(NEED_DATA)
-	$(PY) -m dreamhead_lit.evaluators landmarker --if-needed $(DATA_ARG) $(ARGS)
+	$(PY) -m dreamhead_lit.train landmarker --if-needed $(DATA_ARG) $(ARGS)
 
 train-syncnet: $(STAMP)
 	@$(NEED_DATA)
-	$(PY) -m dreamhead_lit.evaluators syncnet --if-needed $(DATA_ARG) $(ARGS)
+	$(PY) -m dreamhead_lit.train syncnet --if-needed $(DATA_ARG) $(ARGS)
 
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
 # faces); paper uses dlib + the official SyncNet, falling back to the trained expert where it exists.

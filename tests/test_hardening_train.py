@@ -79,7 +79,7 @@ def test_generate_cli_refuses_a_malicious_stage2(evil, capsys):
 
 
 def test_scorer_loaders_refuse_malicious_files(evil):
-    from dreamhead_lit.evaluators import EXPERT_FILE, LANDMARKER_FILE, TrainedLandmarker, TrainedSyncExpert
+    from dreamhead_lit.metrics.scorers import EXPERT_FILE, LANDMARKER_FILE, TrainedLandmarker, TrainedSyncExpert
 
     tmp, marker = evil
     for cls, name in ((TrainedLandmarker, LANDMARKER_FILE), (TrainedSyncExpert, EXPERT_FILE)):

@@ -36,7 +36,7 @@ def _train(stage: str, root: Path, runs: Path, extra: list[str]) -> Path:
 
 def test_preprocess_train_bench_scores_every_row_on_every_test_clip(real_data, tmp_path):
     from dreamhead_lit.bench import main as bench_main
-    from dreamhead_lit.evaluators import main as evaluators_main
+    from dreamhead_lit.train import main as train_main
 
     data, runs, out = tmp_path / "real", tmp_path / "runs", tmp_path / "bench"
     _preprocess(real_data / "video", data)
@@ -47,8 +47,8 @@ def test_preprocess_train_bench_scores_every_row_on_every_test_clip(real_data, t
     from dreamhead_lit.checkpoints import read_header
 
     assert read_header(ckpt2)["data"]["resolution"] == 64  # demo size at its working resolution on 256 px data
-    assert evaluators_main(["syncnet", f"data.root={data}", f"runs_root={runs}", "trainer.max_steps=5",
-                            "trainer.val_check_interval=5", "trainer.enable_progress_bar=false"]) == 0
+    assert train_main(["syncnet", f"data.root={data}", f"runs_root={runs}", "trainer.max_steps=5",
+                       "trainer.val_check_interval=5", "trainer.enable_progress_bar=false"]) == 0
     code = bench_main(["--config", "bench/demo.yaml", f"data.root={data}", f"runs_root={runs}", f"out_root={out}",
                        "max_frames=20", "progress=false", "tensorboard=false", "csim.frame_stride=10",
                        *(f"methods.{m}.{k}=real" for m in ("dreamhead", "stage2_gt_landmarks") for k in ("stage2",)),

@@ -108,6 +108,7 @@ class RunConfig:
     seed: int = 0
     runs_root: str = "runs"
     ckpt_path: str | None = None  # "last" resumes runs/<stage>/<name>/checkpoints/last.ckpt
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -233,7 +234,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, schema: type
 # Value rules by key name (wherever the key sits), checked at load so a bad number stops the run before any work with
 # the key named, instead of a traceback deep inside (batch_size=-3) or a run of NaN (lr=nan).
 POSITIVE = {"batch_size", "working_resolution", "lr", "sample_steps", "num_train_steps", "window",
-            "accumulate_grad_batches", "frames_per_clip", "windows_per_clip", "num_nodes", "max_clips", "steps"}
+            "accumulate_grad_batches", "frames_per_clip", "windows_per_clip", "num_nodes", "max_clips", "steps",
+            "threads"}
 NON_NEGATIVE = {"num_workers", "warmup_steps", "weight_decay", "audio_context", "guidance_scale", "reference_min_gap",
                 "landmark_sigma", "gradient_clip_val", "seed"}
 UNIT_INTERVAL = {"ema_decay", "min_lr_ratio"}  # and every key ending in _prob or _fraction

@@ -46,14 +46,15 @@ def _import(target: str | type) -> Any:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A trainable model. ``schema``, ``module`` and ``datamodule`` may be ``"module:attr"`` strings, imported when
-    first used.
+    """A trainable model. ``schema``, ``module``, ``datamodule`` and ``export`` may be ``"module:attr"`` strings,
+    imported when first used.
 
     ``datamodule(cfg)`` returns a DataModule already set up for fitting; ``build(spec, cfg, dm)`` the LightningModule
-    (default: ``module.from_datamodule(dm, **sections)``, every config section beyond :class:`RunConfig`'s passed by
-    name, ``model`` as ``net``); ``export(run_dir, trainer, cfg)``, when given, runs on rank zero after training
-    finishes and returns extra figures for ``done.json`` (a scorer writes its standalone weights file here);
-    ``load(path)`` gives the object generation and the bench use (default: the LightningModule in eval mode).
+    (default: ``module.from_datamodule(dm, **sections)``, the config sections named in ``sections`` -- by default
+    every one beyond :class:`RunConfig`'s -- passed by name, ``model`` as ``net``); ``export(run_dir, trainer, cfg)``,
+    when given, runs on rank zero after training finishes and returns extra figures for ``done.json`` (a scorer
+    writes its standalone weights file here); ``load(path)`` gives the object generation and the bench use (default:
+    the LightningModule in eval mode); ``run_name(cfg)``, when given, names a run whose config gives no ``name``.
     """
 
     name: str
@@ -64,9 +65,11 @@ class ModelSpec:
     mode: Literal["min", "max"]
     config: str = "{name}/{size}.yaml"  # the experiment file under experiments/ ({name}, {size} filled in)
     run_group: str = ""  # runs/<run_group>/<run name>; default: the model's name
+    sections: tuple[str, ...] = ()  # config sections the LightningModule takes; default: all beyond RunConfig's
     build: Callable[[ModelSpec, DictConfig, Any], L.LightningModule] | None = None
-    export: Callable[[Path, L.Trainer, DictConfig], dict] | None = None
+    export: str | Callable[[Path, L.Trainer, DictConfig], dict] | None = None
     load: Callable[[Path], Any] | None = None
+    run_name: Callable[[DictConfig], str] | None = None  # the run's name when the config's is null
     description: str = ""
 
     @property
@@ -82,6 +85,14 @@ class ModelSpec:
     def config_file(self, size: str) -> str:
         return self.config.format(name=self.name, size=size)
 
+    def named(self, cfg: DictConfig) -> DictConfig:
+        """``cfg`` with the run name ``run_name`` gives when the config gives none (``cfg`` itself otherwise)."""
+        if cfg.name is not None or self.run_name is None:
+            return cfg
+        cfg = cfg.copy()
+        cfg.name = self.run_name(cfg)
+        return cfg
+
     def make_datamodule(self, cfg: DictConfig) -> L.LightningDataModule:
         return _import(self.datamodule)(cfg)
 
@@ -89,9 +100,13 @@ class ModelSpec:
         if self.build is not None:
             return self.build(self, cfg, dm)
         run = {f.name for f in fields(RunConfig)}
-        sections = [f.name for f in fields(self.schema_class()) if f.name not in run]
+        sections = self.sections or [f.name for f in fields(self.schema_class()) if f.name not in run]
         return self.module_class().from_datamodule(
             dm, **{("net" if name == "model" else name): to_container(cfg[name]) for name in sections})
+
+    def export_figures(self, out: Path, trainer: L.Trainer, cfg: DictConfig) -> dict:
+        """What ``export`` writes when training has finished, and its figures for ``done.json`` (none without it)."""
+        return _import(self.export)(out, trainer, cfg) if self.export is not None else {}
 
     def load_checkpoint(self, path: Path) -> Any:
         if self.load is not None:
@@ -177,12 +192,40 @@ def talking_head_data(data_stage: str) -> Callable[[DictConfig], L.LightningData
     return make
 
 
+def scorer_spec(name: str, schema: str, module: str, datamodule: str, *, export: str, sections: tuple[str, ...],
+                monitor: str, mode: Literal["min", "max"], description: str) -> ModelSpec:
+    """A dataset-trained scorer: configured by ``experiments/scorers/<name>.yaml`` (one size), trained into
+    ``runs/scorers/<name>-<dataset folder>/`` (where :func:`dreamhead_lit.metrics.scorers.scorer_run_dir` finds it),
+    its standalone weights file written by ``export``."""
+
+    def run_name(cfg: DictConfig) -> str:
+        from .metrics.scorers import scorer_run_name
+
+        return scorer_run_name(name, cfg.data.root)
+
+    return ModelSpec(name, schema, module, datamodule, monitor=monitor, mode=mode, config="scorers/{name}.yaml",
+                     run_group="scorers",  # metrics.scorers.SCORERS_DIR
+                     sections=sections, export=export, run_name=run_name, description=description)
+
+
 register(ModelSpec("stage1", "dreamhead_lit.lit.a2l:Stage1Config", "dreamhead_lit.lit.a2l:A2LDiffusion",
                    talking_head_data("a2l"), monitor="val/lmd_mouth", mode="min",
                    description="DreamHead stage 1: audio -> dense landmark sequence (A2L diffusion)"))
 register(ModelSpec("stage2", "dreamhead_lit.lit.l2i:Stage2Config", "dreamhead_lit.lit.l2i:L2IDiffusion",
                    talking_head_data("l2i"), monitor="val/ssim_mouth", mode="max",
                    description="DreamHead stage 2: landmarks + reference -> frames (L2I diffusion)"))
+register(scorer_spec("landmarker", "dreamhead_lit.lit.landmarker:LandmarkerConfig",
+                     "dreamhead_lit.lit.landmarker:LandmarkerModule",
+                     "dreamhead_lit.data.scorer_data:landmarker_datamodule",
+                     export="dreamhead_lit.lit.landmarker:export_landmarker", sections=("model", "augment", "optim"),
+                     monitor="val/err_px", mode="min",
+                     description="scorer: 68-point landmarker for LMD on the dataset's rendered faces"))
+register(scorer_spec("syncnet", "dreamhead_lit.lit.sync_expert:SyncExpertConfig",
+                     "dreamhead_lit.lit.sync_expert:SyncExpertModule",
+                     "dreamhead_lit.data.scorer_data:sync_expert_datamodule",
+                     export="dreamhead_lit.lit.sync_expert:export_sync_expert",
+                     sections=("model", "loss", "optim", "eval_shifts"), monitor="val/offset_acc", mode="max",
+                     description="scorer: reduced SyncNet sync expert for LSE-C/D without the official weights"))
 
 __all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "RegistryError", "discover", "get", "load_checkpoint",
-           "names", "register", "talking_head_data", "unregister"]
+           "names", "register", "scorer_spec", "talking_head_data", "unregister"]

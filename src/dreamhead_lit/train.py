@@ -1,8 +1,10 @@
-"""Training entry point behind `make train-stage1` / `make train-stage2`: trains any registered model.
+"""Training entry point behind `make train-stage1` / `make train-stage2` / `make train-landmarker` /
+`make train-syncnet`: trains any registered model.
 
     python -m dreamhead_lit.train stage1 --size demo [key=value ...]
+    python -m dreamhead_lit.train syncnet --if-needed data.root=data/mine           # a dataset's own sync expert
     python -m dreamhead_lit.train stage1 --size demo name=myrun ckpt_path=last      # resume an interrupted run
-    python -m dreamhead_lit.train --list                                           # every registered model
+    python -m dreamhead_lit.train --list                                            # every registered model
 
 It parses arguments and calls :func:`dreamhead_lit.training.fit`; the run directory ``runs/<model>/<name>/`` (see
 :mod:`dreamhead_lit.runs`) receives the resolved config, TensorBoard logs and ``checkpoints/{last,best-*}.ckpt``.
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                "TorchScript file is code and runs when loaded, so use only files you trust.")
     parser.add_argument("model", nargs="?", help=f"a registered model: {', '.join(names())}")
     parser.add_argument("--list", action="store_true", help="list the registered models and exit")
-    parser.add_argument("--size", default="demo", help="experiments/<model>/<size>.yaml (demo or paper)")
+    parser.add_argument("--size", default="demo",
+                        help="experiments/<model>/<size>.yaml (demo or paper; the scorers have one config)")
     parser.add_argument("--config", help="experiment file instead of the model's <size> file")
     parser.add_argument("--if-needed", action="store_true",
                         help="skip a run that already finished (done.json); resume one that was interrupted")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
@@ -41,11 +42,15 @@ def fit(name: str, cfg: DictConfig, *, callbacks: list[Callback] = ()) -> Path:
     A run that fails before its first checkpoint leaves no run directory behind (one it did not create is kept).
     """
     spec = registry.get(name)
+    cfg = spec.named(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out, resume = choose_run_dir(name, cfg, group=spec.group)
     inherited = RUN_DIR_ENV in os.environ  # a DDP worker inherits the run directory from rank 0
     created = not out.exists()
     os.environ[RUN_DIR_ENV] = str(out)
+    threads = torch.get_num_threads()  # restored afterwards: the caller (the demo, say) goes on with its own setting
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     try:
         _fit_in(out, resume, spec, cfg, callbacks)
     except BaseException:
@@ -53,6 +58,7 @@ def fit(name: str, cfg: DictConfig, *, callbacks: list[Callback] = ()) -> Path:
             shutil.rmtree(out, ignore_errors=True)
         raise
     finally:
+        torch.set_num_threads(threads)
         if not inherited:
             os.environ.pop(RUN_DIR_ENV, None)
     return out
@@ -62,6 +68,7 @@ def fit_if_needed(name: str, cfg: DictConfig) -> Path:
     """``--if-needed``: the finished run ``cfg`` names is kept (with a warning when it was trained with another
     config), an interrupted one is resumed from its ``last.ckpt``, else the model is trained; returns the run."""
     spec = registry.get(name)
+    cfg = spec.named(cfg)
     finished = finished_run_report(spec.group, cfg, spec.schema_class())
     if finished is not None:
         existing, warning = finished
@@ -101,7 +108,7 @@ def _fit_in(out: Path, resume: str | None, spec: ModelSpec, cfg: DictConfig, cal
     trainer.fit(module, datamodule=dm, ckpt_path=resume, **SAFE_LOAD)
     if trainer.is_global_zero and not trainer.interrupted:
         metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        figures = spec.export(out, trainer, cfg) if spec.export is not None else {}
+        figures = spec.export_figures(out, trainer, cfg)
         done = {"steps": trainer.global_step, "metrics": metrics, **figures}
         atomic_write_text(out / DONE_FILE, json.dumps(done, indent=2))
         print(f"\n{spec.name} run: {out}\n  checkpoints: {ckpt_dir}\n  steps: {trainer.global_step}")

@@ -2,7 +2,8 @@
 
 A stage's LightningModule subclasses ``DiffusionLitModule``, builds its network as ``self.net``, and calls
 ``self.init_diffusion()``; it then gets the noise schedule, the training loss, EMA weights for sampling, classifier-free
-guidance and a configured sampler — one implementation for landmark sequences and images alike.
+guidance and a configured sampler — one implementation for landmark sequences and images alike. Its learning-rate
+schedule (:func:`warmup_cosine`) also serves the trained scorers.
 """
 from __future__ import annotations
 
@@ -56,6 +57,22 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1  # cosine decay to lr × this at max_steps
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, *, warmup_steps: int, min_lr_ratio: float,
+                  trainer: L.Trainer | None) -> dict:
+    """The ``lr_scheduler`` entry of ``configure_optimizers``, stepped every optimiser step: a linear warm-up over
+    ``warmup_steps``, then a cosine decay to ``lr x min_lr_ratio`` at the trainer's ``max_steps`` (10,000 without one).
+    Both stages and the trained scorers use it."""
+    total = max(1, int(trainer.max_steps)) if trainer and trainer.max_steps > 0 else 10_000
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}
 
 
 class DiffusionLitModule(L.LightningModule):
@@ -128,16 +145,8 @@ class DiffusionLitModule(L.LightningModule):
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=o.lr, betas=tuple(o.betas),
         )
-        total = max(1, int(self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10_000))
-
-        def factor(step: int) -> float:
-            if step < o.warmup_steps:
-                return (step + 1) / o.warmup_steps
-            progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, warmup_steps=o.warmup_steps,
+                                                                min_lr_ratio=o.min_lr_ratio, trainer=self.trainer)}
 
     # -- sampling ------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@ running sums) beside a functional form, plus the resolution of their pretrained 
 - LSE-C / LSE-D: :class:`SyncMetric`, :func:`sync_scores_from_embeddings` -- ``syncnet_v2.model`` or a trained expert;
 - CSIM: :class:`CSIMMetric`, :func:`csim_from_frames` -- dlib 5-point and face-recognition models (shipped).
 
+Where the pretrained instruments do not apply, :mod:`dreamhead_lit.metrics.scorers` holds the dataset-trained ones (a
+landmarker for LMD, a sync expert for LSE-C/D) as the bench loads them.
+
 Every Metric has ``compute()`` (tensors, for logging) and ``report()`` (a flat dict with the values *and* what a
 table must state next to them: counts, the network that produced features, fallbacks).
 """

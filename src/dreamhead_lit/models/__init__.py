@@ -1,1 +1,2 @@
-"""Plain nn.Module networks: the A2L denoiser, the L2I UNet, SyncNet and baseline networks."""
+"""Plain nn.Module networks: the A2L denoiser, the L2I UNet, SyncNet, the scorers' landmarker and reduced SyncNet, and
+baseline networks."""

@@ -1,9 +1,10 @@
-"""Building blocks shared by the stage networks."""
+"""Building blocks shared by the networks: the stage networks' embeddings and MLPs, the scorers' input resizing."""
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -37,3 +38,10 @@ def audio_window_mlp(audio_steps: int, audio_dim: int, out_dim: int) -> nn.Seque
         nn.GELU(),
         nn.Linear(out_dim, out_dim),
     )
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, size, size)``, bilinear and anti-aliased; nothing happens at the native size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

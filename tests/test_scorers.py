@@ -1,38 +1,37 @@
-"""The trained evaluators: the 68-point landmarker (LMD on rendered faces) and the sync expert (LSE without the official
-weights). What is asserted: the landmarker's augmentation moves points with the image, its error falls with training
-and the trained run plugs into LMD through the Landmarker interface; the sync expert's windows are the evaluation's,
-shift_audio has the AV-offset sign of the LSE procedure, the InfoNCE loss falls on tiny data, the briefly trained
-expert recovers constructed AV offsets of held-out clips of its training identities in most trials (not of an unseen
-identity: from 6 clips of 2 s that is a draw of the seed; at demo size it recovers them all, see the report), and the
-saved expert plugs into SyncMetric under its run's name."""
+"""The dataset-trained scorers: the 68-point landmarker (LMD on rendered faces) and the sync expert (LSE without the
+official weights). What is asserted: the landmarker's augmentation moves points with the image, its error falls with
+training and the trained run plugs into LMD through the Landmarker interface; the sync expert's windows are the
+evaluation's, shift_audio has the AV-offset sign of the LSE procedure, the InfoNCE loss falls on tiny data, the briefly
+trained expert recovers constructed AV offsets of held-out clips of its training identities in most trials (not of an
+unseen identity: from 6 clips of 2 s that is a draw of the seed; at demo size it recovers them all, see the report),
+and the saved expert plugs into SyncMetric under its run's name; `python -m dreamhead_lit.train landmarker|syncnet`
+writes runs/scorers/<kind>-<dataset>/ where the bench looks, with the final file and done.json's figures."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from dreamhead_lit.checkpoints import read_header
 from dreamhead_lit.data.clip import ClipReader, read_index
-from dreamhead_lit.evaluators import (
-    LandmarkerAugmentConfig,
-    LandmarkerModule,
-    LandmarkNet,
-    ReducedSyncNet,
-    SyncExpertModule,
-    SyncLossConfig,
-    SyncWindows,
+from dreamhead_lit.data.scorer_data import SyncWindows
+from dreamhead_lit.lit.landmarker import LandmarkerAugmentConfig, LandmarkerModule, augment_batch, point_errors
+from dreamhead_lit.lit.sync_expert import SyncExpertModule, SyncLossConfig, info_nce
+from dreamhead_lit.metrics import LMDMetric, SyncMetric
+from dreamhead_lit.metrics.scorers import (
     TrainedLandmarker,
     TrainedSyncExpert,
-    augment_batch,
-    info_nce,
-    main,
     offset_accuracy,
-    point_errors,
+    scorer_run_dir,
     shift_audio,
 )
-from dreamhead_lit.metrics import LMDMetric, SyncMetric
 from dreamhead_lit.metrics.sync import sync_scores_from_embeddings
+from dreamhead_lit.models.landmarker import LandmarkNet
+from dreamhead_lit.models.sync_expert import ReducedSyncNet
+from dreamhead_lit.train import main
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),  # tiny tensors: see conftest.one_thread
               pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")]  # training_step without a Trainer
@@ -112,7 +111,8 @@ def test_landmarker_cli_writes_a_run_that_scores_lmd(tiny_synth, tmp_path, capsy
             "trainer.val_check_interval=6", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
             "data.batch_size=8", "val_frame_stride=10", "model.channels=[8,16,32]", "model.blocks=1", "threads=1"]
     assert main(args) == 0
-    run = tmp_path / "evaluators" / f"landmarker-{tiny_synth.name}"
+    run = tmp_path / "scorers" / f"landmarker-{tiny_synth.name}"
+    assert scorer_run_dir("landmarker", tiny_synth, runs_root=tmp_path) == run  # where the bench looks
     for name in ("landmarker.pt", "done.json", "config.yaml"):
         assert (run / name).is_file(), name
     lm = TrainedLandmarker.load(run)
@@ -175,7 +175,7 @@ def test_training_windows_are_cut_as_the_evaluation_cuts_them(tiny_synth):
     from dreamhead_lit.models.syncnet import syncnet_mfcc
 
     clips = readers(tiny_synth, "train")[:2]
-    ds = SyncWindows(clips, input_size=64, crop="lower_half", loss=SyncLossConfig(group=3, max_shift=6))
+    ds = SyncWindows(clips, input_size=64, crop="lower_half", group=3, max_shift=6)
     torch.manual_seed(0)
     item = ds[1]
     assert item["video"].shape == (3, 3, 5, 32, 64) and item["audio"].shape == (3, 1, 13, 20)
@@ -209,7 +209,8 @@ def test_sync_expert_loss_falls_and_the_saved_expert_scores_lse(tiny_synth, tmp_
     # accuracy below was 0.62-0.98 over seeds 0-4, and 0.14 = untrained for 3 of them on the unseen identity)
     loss_cfg = SyncLossConfig(group=8, windows_per_clip=48)
     module = SyncExpertModule(model={"width": 0.125, "embed_dim": 32, "input_size": 64}, loss=vars(loss_cfg))
-    ds = SyncWindows(train, input_size=64, crop="lower_half", loss=loss_cfg)
+    ds = SyncWindows(train, input_size=64, crop="lower_half", group=loss_cfg.group, max_shift=loss_cfg.max_shift,
+                     windows_per_clip=loss_cfg.windows_per_clip)
     loader = torch.utils.data.DataLoader(ds, batch_size=3, shuffle=True, drop_last=True)
     epochs = 20  # 240 steps, ~8 s
     opt = torch.optim.AdamW(module.net.parameters(), lr=3e-3)
@@ -254,6 +255,23 @@ def test_sync_expert_loss_falls_and_the_saved_expert_scores_lse(tiny_synth, tmp_
     metric.update(frames, audio)
     rep = metric.report()
     assert rep["sync_expert"] == expert.name and 0 <= rep["lse_d"] <= 2  # unit embeddings: distances in [0, 2]
+
+
+def test_sync_expert_cli_writes_a_run_the_bench_loads(tiny_synth, tmp_path):
+    args = ["syncnet", f"data.root={tiny_synth}", f"runs_root={tmp_path}", "trainer.max_steps=4",
+            "trainer.val_check_interval=4", "trainer.enable_progress_bar=false", "data.batch_size=8",
+            "model.width=0.125", "model.embed_dim=16", "eval_shifts=[-5,0,5]", "threads=1"]
+    assert main(args) == 0
+    run = scorer_run_dir("syncnet", tiny_synth, runs_root=tmp_path)  # where the bench looks
+    assert run == tmp_path / "scorers" / f"syncnet-{tiny_synth.name}"
+    assert read_header(run / "checkpoints" / "last.ckpt")["model"] == "syncnet"
+    done = json.loads((run / "done.json").read_text())
+    held_out = [r for split in ("test", "test_seen") for r in readers(tiny_synth, split)]
+    assert done["steps"] == 4 and done["eval_shifts"] == [-5, 0, 5]
+    assert done["val_trials"] == 3 * len(readers(tiny_synth, "val")) and done["test_trials"] == 3 * len(held_out)
+    expert = TrainedSyncExpert.load(run)
+    assert expert.name.startswith(f"trained expert syncnet-{tiny_synth.name} (joonson SyncNet x0.125 width, 64 px")
+    assert expert.offset_accuracy == done["test_offset_acc"]  # named by the held-out identities' figure
 
 
 def test_reduced_syncnet_takes_small_inputs_and_checks_shapes():
