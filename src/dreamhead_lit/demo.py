@@ -47,65 +47,102 @@ def sanity_checks(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _train(name: str, overrides: list[str] = ()) -> Path:
+    """The registered model ``name`` at demo size, trained unless its run is complete (resumed when interrupted)."""
+    from . import registry
+    from .config import load_config
+    from .training import fit_if_needed
+
+    spec = registry.get(name)
+    return fit_if_needed(name, load_config(spec.config_file("demo"), list(overrides), schema=spec.schema_class()))
+
+
+def _synthtalk() -> Path:
+    """SynthTalk at demo size (complete clips are kept) and its preview image."""
+    from omegaconf import OmegaConf
+
+    from .config import load_config
+    from .data.preview import write_preview
+    from .data.synth import SynthConfig, format_summary, generate_dataset
+
+    cfg = SynthConfig(**OmegaConf.to_container(load_config("synth/demo.yaml", schema=SynthConfig)))
+    print(format_summary(generate_dataset(cfg)))
+    root = resolve_path(cfg.out)
+    print(f"preview: {write_preview(root)}")
+    return root
+
+
+def _talking_heads(root: Path, out: Path, ref: str | None, audio: str | None) -> None:
+    """A held-out SynthTalk identity speaking another of its clips' audio, and a real (or the user's) portrait."""
+    from .data.clip import read_index
+    from .pipeline import generate
+    from .runs import latest_checkpoint
+
+    stages = {"stage1": latest_checkpoint("stage1", name="demo"), "stage2": latest_checkpoint("stage2", name="demo")}
+    test = [r for r in read_index(root) if r.split == "test"]
+    speaker, speech = test[0], next((r for r in test[1:] if r.identity == test[0].identity), test[0])
+    jobs = [(root / "clips" / speech.id / "audio.wav", root / "clips" / speaker.id, out / f"synthtalk_{speaker.identity}.mp4")]
+    real = resolve_path(REAL_DATA)
+    if ref:
+        speech_file = audio or next(iter(sorted((real / "audio").glob("*.wav"))), jobs[0][0])
+        jobs.append((Path(speech_file), resolve_path(ref), out / f"user_{Path(ref).stem}.mp4"))
+    elif (real / "images").is_dir() and (real / "audio").is_dir():
+        portrait = sorted((real / "images").glob("*.png"))[0]
+        speech_file = Path(audio) if audio else sorted((real / "audio").glob("*.wav"))[0]
+        jobs.append((speech_file, portrait, out / f"real_{portrait.stem}.mp4"))
+    out.mkdir(parents=True, exist_ok=True)
+    for speech_file, reference, path in jobs:  # the demo's own folder: each run replaces its videos
+        print(f"wrote {generate(audio=speech_file, ref=reference, out=path, **stages)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dreamhead_lit.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--ref", help="a portrait image or talking video of your own to animate")
     parser.add_argument("--audio", help="speech for --ref (default: a real speech file, else SynthTalk audio)")
     parser.add_argument("--out", default="outputs/demo")
     args = parser.parse_args(argv)
-    from .data import synth
-    from .data.clip import read_index
-    from .data.preview import write_preview
-    from . import bench, evaluate, evaluators, generate, train
+    from . import bench
+    from .checkpoints import CheckpointError
+    from .data.audio import AudioError
+    from .data.clip import ClipError
+    from .evaluation import evaluate_stage1, evaluate_stage2
+    from .lit.guards import NonFiniteError
+    from .pipeline import GenerationError
     from .runs import latest_checkpoint
+    from .video import VideoError
 
-    t = _step("1/7 SynthTalk (demo size)")
-    if synth.main(["--size", "demo"]) != 0:
-        return 2
-    root = resolve_path("data/synthtalk")
-    print(f"preview: {write_preview(root)}  ({time.perf_counter() - t:.0f} s)")
-    for stage, number in (("stage1", 2), ("stage2", 4)):
-        t = _step(f"{number}/7 train {stage} (demo size; skipped when runs/{stage}/demo is complete)")
-        if train.main([stage, "--size", "demo", "name=demo", "--if-needed"]) != 0:
-            return 2
-        print(f"({time.perf_counter() - t:.0f} s)")
-        t = _step(f"{number + 1}/7 {stage} on the identity-disjoint test split")
-        # stage 2 is scored on 8 frames of each test clip (192 frames): enough for the comparison, minutes on a CPU
-        extra = ["--videos", "1"] if stage == "stage1" else ["data.frames_per_clip=8"]
-        if evaluate.main([stage, "--run", "demo", "--split", "test", *extra]) != 0:
-            return 2
-        print(f"({time.perf_counter() - t:.0f} s)")
-    t = _step("6/7 talking heads")
-    out = resolve_path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpts = ["--stage1", str(latest_checkpoint("stage1", name="demo")),
-             "--stage2", str(latest_checkpoint("stage2", name="demo"))]
-    test = [r for r in read_index(root) if r.split == "test"]
-    speaker, speech = test[0], next((r for r in test[1:] if r.identity == test[0].identity), test[0])
-    jobs = [(root / "clips" / speech.id / "audio.wav", root / "clips" / speaker.id, out / f"synthtalk_{speaker.identity}.mp4")]
-    real = resolve_path(REAL_DATA)
-    if args.ref:
-        audio = args.audio or next(iter(sorted((real / "audio").glob("*.wav"))), jobs[0][0])
-        jobs.append((Path(audio), resolve_path(args.ref), out / f"user_{Path(args.ref).stem}.mp4"))
-    elif (real / "images").is_dir() and (real / "audio").is_dir():
-        portrait = sorted((real / "images").glob("*.png"))[0]
-        audio = Path(args.audio) if args.audio else sorted((real / "audio").glob("*.wav"))[0]
-        jobs.append((audio, portrait, out / f"real_{portrait.stem}.mp4"))
-    for audio, ref, path in jobs:
-        if generate.main(["--audio", str(audio), "--ref", str(ref), "--out", str(path), *ckpts]) != 0:
-            return 2
-    print(f"({time.perf_counter() - t:.0f} s)")
-    t = _step("7/7 benchmark table (the dataset's own landmarker and sync expert are trained first, once)")
-    for kind in ("landmarker", "syncnet"):  # dlib and official SyncNet cannot score SynthTalk's rendered faces
-        if evaluators.main([kind, "--if-needed"]) != 0:
-            return 2
     try:
+        t = _step("1/7 SynthTalk (demo size)")
+        root = _synthtalk()
+        print(f"({time.perf_counter() - t:.0f} s)")
+        for stage, number in (("stage1", 2), ("stage2", 4)):
+            t = _step(f"{number}/7 train {stage} (demo size; skipped when runs/{stage}/demo is complete)")
+            _train(stage, ["name=demo"])
+            print(f"({time.perf_counter() - t:.0f} s)")
+            t = _step(f"{number + 1}/7 {stage} on the identity-disjoint test split")
+            ckpt = latest_checkpoint(stage, name="demo")
+            if stage == "stage1":
+                evaluate_stage1(ckpt, split="test", overrides=[], videos=1, seed=0, out_dir=None)
+            else:  # scored on 8 frames of each test clip (192 frames): enough for the comparison, minutes on a CPU
+                evaluate_stage2(ckpt, split="test", overrides=["data.frames_per_clip=8"], seed=0, out_dir=None)
+            print(f"({time.perf_counter() - t:.0f} s)")
+        t = _step("6/7 talking heads")
+        _talking_heads(root, resolve_path(args.out), args.ref, args.audio)
+        print(f"({time.perf_counter() - t:.0f} s)")
+        t = _step("7/7 benchmark table (the dataset's own landmarker and sync expert are trained first, once)")
+        for scorer in ("landmarker", "syncnet"):  # dlib and official SyncNet cannot score SynthTalk's rendered faces
+            _train(scorer)
         result = bench.run_bench(bench.load_bench_config("bench/demo.yaml"))
-    except (ConfigError, bench.BenchError, FileNotFoundError) as err:
+    except (AudioError, bench.BenchError, CheckpointError, ClipError, ConfigError, FileNotFoundError, GenerationError,
+            VideoError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print("\n".join(sanity_checks({row["method"]: row for row in result.table})))
-    print(f"({time.perf_counter() - t:.0f} s)\n\ndemo outputs: {out}  |  TensorBoard: tensorboard --logdir runs")
+    print(f"({time.perf_counter() - t:.0f} s)\n\ndemo outputs: {resolve_path(args.out)}  |  TensorBoard: "
+          "tensorboard --logdir runs")
     return 0
 
 

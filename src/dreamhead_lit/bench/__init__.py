@@ -26,7 +26,7 @@ already generated one read -- and scored against the clip's ground truth by one 
 
 Metrics per clip (mean over its frames): SSIM, PSNR, and both on the 96x96 mouth crop around the ground-truth mouth
 (``ssim_mouth``, ``psnr_mouth``); LPIPS; M-LMD and F-LMD (dlib 68 on real data, the trained landmarker of
-:mod:`dreamhead_lit.evaluators` on rendered data -- the table names which); LSE-C, LSE-D and the AV offset (the
+:mod:`dreamhead_lit.metrics.scorers` on rendered data -- the table names which); LSE-C, LSE-D and the AV offset (the
 official SyncNet when ``syncnet_v2.model`` is found, else the trained expert when one exists, else n/a); CSIM against
 the clip's first frame. FID is over all frames of a method against the ground-truth frames of the same clips (running
 sums). Table values aggregate the per-clip metric *states* with each metric's own reduction (torchmetrics

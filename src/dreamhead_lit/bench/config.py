@@ -78,7 +78,7 @@ class BenchConfig:
     max_clips: int | None = None  # per split, spread evenly over its clips (None: all)
     max_frames: int | None = None  # per clip, its first N frames (None: whole clips); quick looks and tests
     out_root: str = "benchmarks/results"
-    runs_root: str = "runs"  # where checkpoints and trained evaluators are looked up
+    runs_root: str = "runs"  # where checkpoints and the dataset-trained scorers are looked up
     metrics: list[str] = field(default_factory=lambda: list(METRICS))
     lmd: LMDSettings = field(default_factory=LMDSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)

@@ -364,16 +364,14 @@ def _resized(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-# -- the trained evaluators --------------------------------------------------------------------------------------------
-# dreamhead_lit.evaluators is imported here only, on first use: it pulls in Lightning, which importing the bench does
-# not need.
+# -- the dataset-trained scorers (metrics/scorers.py) ------------------------------------------------------------------
 
 
 def _trained_landmarker(choice: str, data_root: Path, runs_root: str) -> tuple[Any, dict[str, Any]]:
     """(landmarker, fingerprint of its file): the dataset's (``choice="trained"``), or a run folder or file's."""
-    from ..evaluators import LANDMARKER_FILE, TrainedLandmarker, evaluator_run_dir
+    from ..metrics.scorers import LANDMARKER_FILE, TrainedLandmarker, scorer_run_dir
 
-    run = (evaluator_run_dir("landmarker", data_root, runs_root=runs_root) if choice == "trained"
+    run = (scorer_run_dir("landmarker", data_root, runs_root=runs_root) if choice == "trained"
            else resolve_path(choice))
     return TrainedLandmarker.load(run), file_fingerprint(run / LANDMARKER_FILE if run.is_dir() else run)
 
@@ -381,8 +379,8 @@ def _trained_landmarker(choice: str, data_root: Path, runs_root: str) -> tuple[A
 def _trained_sync_expert(choice: str, data_root: Path, runs_root: str,
                          device: torch.device) -> tuple[Any, dict[str, Any]]:
     """(sync expert, fingerprint of its file): the dataset's (``choice="trained"``), or a run folder or file's."""
-    from ..evaluators import EXPERT_FILE, TrainedSyncExpert, evaluator_run_dir
+    from ..metrics.scorers import EXPERT_FILE, TrainedSyncExpert, scorer_run_dir
 
-    run = (evaluator_run_dir("syncnet", data_root, runs_root=runs_root) if choice == "trained"
+    run = (scorer_run_dir("syncnet", data_root, runs_root=runs_root) if choice == "trained"
            else resolve_path(choice))
     return TrainedSyncExpert.load(run, device=device), file_fingerprint(run / EXPERT_FILE if run.is_dir() else run)

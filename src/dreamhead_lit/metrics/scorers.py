@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dreamhead_lit.checkpoints import safe_load
-from dreamhead_lit.config import resolve_path, run_dir
-from dreamhead_lit.data.audio import SAMPLES_PER_FRAME
-from dreamhead_lit.metrics.sync import SyncNetExpert, sync_scores_from_embeddings
-from dreamhead_lit.models.landmarker import LandmarkNet, resize_points
-from dreamhead_lit.models.layers import resize_images
-from dreamhead_lit.models.sync_expert import ReducedSyncNet, SyncCrop, check_crop, sync_video_input
+from ..checkpoints import safe_load
+from ..config import resolve_path, run_dir
+from ..data.audio import SAMPLES_PER_FRAME
+from ..metrics.sync import SyncNetExpert, sync_scores_from_embeddings
+from ..models.landmarker import LandmarkNet, resize_points
+from ..models.layers import resize_images
+from ..models.sync_expert import ReducedSyncNet, SyncCrop, check_crop, sync_video_input
 
 __all__ = ["DEFAULT_EVAL_SHIFTS", "EXPERT_FILE", "LANDMARKER_FILE", "PAD_GUARD", "SCORERS_DIR", "TrainedLandmarker",
            "TrainedSyncExpert", "near_chance", "offset_accuracy", "save_final", "scorer_run_dir", "scorer_run_name",
