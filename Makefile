@@ -9,7 +9,7 @@ DATA ?= data/synthtalk
 ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
+.PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
 	preprocess real bench ablate train-landmarker train-syncnet \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
@@ -18,6 +18,7 @@ help:
 	@echo "make train-stage1 train the A2L diffusion (SIZE=demo|paper, DATA=processed dataset, ARGS=overrides)"
 	@echo "make eval-stage1  stage-1 metrics on the test split + a landmark animation (RUN=name)"
 	@echo "make train-stage2 train the L2I diffusion (same variables)"
+	@echo "make train MODEL=name   any registered model (python -m dreamhead_lit.train --list), same variables"
 	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
 	@echo "make real SRC=videos DATA=data/mine   your videos: preprocess -> stage 1 -> stage 2 -> sync expert -> bench"
@@ -71,6 +72,16 @@ BENCH_RUNS := $(if $(SYNTH),,methods.dreamhead.stage1=$(RUN) methods.dreamhead.s
 train-stage1: $(STAMP)
 	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train stage1 --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
+
+# any registered model (stage1, stage2, a baseline's parts): runs/<model>/<RUN>; the scorers name their runs after
+# the dataset (runs/scorers/<kind>-<dataset>, where the bench looks), so they get no name=
+MODEL ?=
+SCORERS := landmarker syncnet
+train: $(STAMP)
+	@test -n "$(MODEL)" || { $(PY) -m dreamhead_lit.train --list; echo "usage: make train MODEL=<name above> [SIZE=demo|paper] [DATA=...]"; exit 2; }
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train $(MODEL) --size $(SIZE) $(if $(filter $(SCORERS),$(MODEL)),,name=$(RUN)) \
+		$(DATA_ARG) $(ARGS)
 
 eval-stage1: $(STAMP)
 	$(PY) -m dreamhead_lit.evaluate stage1 --run $(RUN) --videos 1 $(DATA_ARG) $(ARGS)
