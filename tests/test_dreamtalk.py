@@ -150,3 +150,10 @@ def test_train_cli_writes_a_checkpoint_that_loads_with_its_motion_basis(dm, tiny
     figures = model.evaluate_batch(batch, generator=torch.Generator().manual_seed(0))
     assert all(torch.isfinite(v).all() for v in figures.values())
     assert float(figures["lmd_mouth_basis"].max()) < 0.05  # pixels at 64 px: the motion space loses nothing visible
+
+
+@pytest.mark.ddp
+def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, tmp_path):
+    from conftest import check_two_process_ddp_fit
+
+    check_two_process_ddp_fit("dreamtalk", TINY, tiny_synth, tmp_path)
