@@ -12,6 +12,7 @@ from dreamhead_lit.baselines.dreamtalk.data import DreamTalkDataModule
 from dreamhead_lit.baselines.dreamtalk.lit import DreamTalkDiffusion
 from dreamhead_lit.baselines.dreamtalk.motion import MotionBasis
 from dreamhead_lit.checkpoints import read_header
+from dreamhead_lit.config import load_config
 from dreamhead_lit.data.landmarks import LEFT_BROW, MOUTH, RIGHT_EYE
 from dreamhead_lit.train import main
 
@@ -150,6 +151,27 @@ def test_train_cli_writes_a_checkpoint_that_loads_with_its_motion_basis(dm, tiny
     figures = model.evaluate_batch(batch, generator=torch.Generator().manual_seed(0))
     assert all(torch.isfinite(v).all() for v in figures.values())
     assert float(figures["lmd_mouth_basis"].max()) < 0.05  # pixels at 64 px: the motion space loses nothing visible
+    val = dm.datasets["val"]
+    reader = val.readers[0]
+    style = val.canonical(reader, 0, 16)[0]
+    ref = dm.references[reader.record.identity]
+    landmarks = model.generate(reader.audio(), ref_landmarks=ref, style_landmarks=style, num_frames=reader.num_frames)
+    assert landmarks.shape == (reader.num_frames, dm.num_landmarks, 2) and torch.isfinite(landmarks).all()
+
+
+@pytest.mark.parametrize("size", ["demo", "paper"])
+def test_both_sizes_build_and_take_a_training_step(tiny_synth, size):
+    spec = registry.get("dreamtalk")
+    cfg = load_config(f"dreamtalk/{size}.yaml", [f"data.root={tiny_synth}", "data.batch_size=1", "data.num_workers=0",
+                                                 "data.window=16", "data.style_frames=16", "data.windows_per_clip=1"],
+                      schema=spec.schema_class())
+    dm = spec.make_datamodule(cfg)
+    module = spec.build_module(cfg, dm)
+    assert module.motion.dims == (cfg.motion.lower_components, cfg.motion.upper_components)
+    module.log_dict = module.log = lambda *a, **k: None  # no trainer attached
+    loss = module.training_step(next(iter(dm.train_dataloader())), 0)
+    loss.backward()
+    assert torch.isfinite(loss) and module.net.null_style.grad is not None
 
 
 @pytest.mark.ddp

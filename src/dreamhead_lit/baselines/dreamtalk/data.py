@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ...config import DataConfig, to_container
+from ...config import ConfigError, DataConfig, to_container
 from ...data.clip import ClipReader
 from ...data.datamodule import DatasetContext, LandmarkWindowDataset, TalkingHeadDataModule
 from ...data.landmarks import canonical_template68
@@ -121,6 +121,9 @@ class DreamTalkDataModule(TalkingHeadDataModule):
 
     def __init__(self, *, style_frames: int = 64, reference_max_frames: int = 2000, **data) -> None:
         super().__init__(stage="a2l", **data)
+        if style_frames < 1 or reference_max_frames < 1:
+            raise ConfigError(f"data.style_frames={style_frames} and data.reference_max_frames={reference_max_frames}:"
+                              " both must be at least 1")
         self.style_frames = int(style_frames)
         self.reference_max_frames = int(reference_max_frames)
         self.references: dict[str, np.ndarray] = {}
