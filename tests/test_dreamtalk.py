@@ -49,7 +49,7 @@ def test_motion_basis_reconstructs_the_train_landmarks_and_keeps_the_mouth_in_th
     lower, upper = (set(p.points.tolist()) for p in basis.parts())
     assert set(MOUTH) <= lower and set(LEFT_BROW + RIGHT_EYE) <= upper  # SynthTalk: dense index k = dlib point k
     # the demo's 8 + 6 components reconstruct every train frame to within 0.002 face units per point on average
-    # (0.05 px at 64 px; the canonical face is 2 units wide)
+    # (0.04 px on SynthTalk's 64 px frames, where a face unit is about 20 px)
     for disp in dm.train_displacements():
         d = torch.from_numpy(disp)
         err = (basis.decode(basis.encode(d)) - d).norm(dim=-1).mean(-1)  # (T,)

@@ -1,5 +1,5 @@
 """DreamTalk's networks as plain ``nn.Module``s: the style encoder and the frame-wise denoiser (Ma et al., arXiv
-2312.09767, Sec. III-A; the shapes follow the authors' inference code, ali-vilab/dreamtalk ``core/networks``).
+2312.09767; the shapes follow the authors' inference code, ali-vilab/dreamtalk ``core/networks``).
 
 - :class:`StyleEncoder`: a style reference clip's motion coefficients ``(B, S, C)`` -> a style code ``(B, D)``:
   a transformer encoder over the clip's frames, then attention pooling (a learned score per frame, softmax over the
@@ -13,9 +13,9 @@
   ``net(x_t, t, audio=..., style=..., drop=...)`` on ``(B, T, C)`` groups of frames.
 
 Substitutes (BASELINES.md): log-mel windows for wav2vec2 tokens (``token_steps`` feature steps per token: 2 gives 50
-tokens a second, the rate of the authors' 11 wav2vec2 tokens), PCA landmark coefficients for 3DMM expression, plain
-transformer decoder layers for the authors' style-modulated dynamic ones, one query per face part (the authors decode
-the whole window of queries and keep the centre one).
+tokens a second, the rate of the authors' 11 wav2vec2 tokens), PCA landmark coefficients for 3DMM expression, one
+query per face part (the authors' decoders, transformer decoders whose queries carry the style code, decode a query
+per audio token and keep the centre one; their optional style-modulated "dynamic FC" decoder is not reproduced).
 """
 from __future__ import annotations
 
