@@ -231,6 +231,14 @@ class LandmarkWindowDataset(_ClipDataset):
         canon, to_image = canonicalize(dense, sparse, template68=self.ctx.template68)
         return canon[:, self.ctx.point_index], to_image
 
+    def reference_landmarks(self, c: int, rng: np.random.Generator | None) -> tuple[int, np.ndarray]:
+        """(clip index, canonical (N, 2)) of the reference for a window of clip ``c``: a frame of another clip of the
+        same speaker (random in training, the first frame in evaluation). A subclass may choose another reference."""
+        ref_c = self._other_clip(c, rng)
+        ref_clip = self.readers[ref_c]
+        ref_t = int(rng.integers(ref_clip.num_frames)) if rng is not None else 0
+        return ref_c, self.canonical(ref_clip, ref_t, ref_t + 1)[0][0]
+
     def _item(self, index: int) -> dict:
         c, start = self.index[index]
         reader = self.readers[c]
@@ -241,14 +249,11 @@ class LandmarkWindowDataset(_ClipDataset):
         audio = clip_windows(self._features(c), start, start + w, num_frames=reader.num_frames,
                              steps_per_frame=self.extractor.steps_per_frame, context=self.context)  # (W, K, D)
         landmarks, to_image = self.canonical(reader, start, start + w)
-        ref_c = self._other_clip(c, rng)
-        ref_clip = self.readers[ref_c]
-        ref_t = int(rng.integers(ref_clip.num_frames)) if rng is not None else 0
-        ref, _ = self.canonical(ref_clip, ref_t, ref_t + 1)
+        ref_c, ref = self.reference_landmarks(c, rng)
         return {
             "audio": audio.contiguous(),
             "landmarks": torch.from_numpy(landmarks),
-            "ref_landmarks": torch.from_numpy(ref[0]),
+            "ref_landmarks": torch.from_numpy(ref),
             "to_image": torch.from_numpy(to_image),
             **self._labels(reader),
             "clip": torch.tensor(c, dtype=torch.long),
