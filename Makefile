@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess real bench ablate train-landmarker train-syncnet \
+	preprocess real bench ablate train-landmarker train-syncnet train-emotion \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
 help:
@@ -98,6 +98,10 @@ train-landmarker: $(STAMP)
 train-syncnet: $(STAMP)
 	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train syncnet --if-needed $(DATA_ARG) $(ARGS)
+
+train-emotion: $(STAMP)
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train emotion --if-needed $(DATA_ARG) $(ARGS)
 
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
 # faces); paper uses dlib + the official SyncNet, falling back to the trained expert where it exists.
