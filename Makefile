@@ -104,10 +104,11 @@ train-emotion: $(STAMP)
 	$(PY) -m dreamhead_lit.train emotion --if-needed $(DATA_ARG) $(ARGS)
 
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
-# faces); paper uses dlib + the official SyncNet, falling back to the trained expert where it exists.
+# faces, and its emotion classifier: real data without emotion labels leaves that column n/a); paper uses dlib + the
+# official SyncNet, falling back to the trained expert where it exists (MEAD: make train-emotion DATA=data/mead first).
 bench: $(STAMP)
 	@$(NEED_DATA)
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker) train-syncnet ARGS=)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion) train-syncnet ARGS=)
 	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(BENCH_RUNS) $(ARGS)
 
 # python -m dreamhead_lit.ablate --list names the components; DROP takes several ("temporal_smooth cfg").
@@ -115,7 +116,7 @@ DROP ?= temporal_smooth
 SEEDS ?= 0
 ablate: $(STAMP)
 	@$(NEED_DATA)
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet ARGS=)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet $(if $(SYNTH),train-emotion) ARGS=)
 	$(PY) -m dreamhead_lit.ablate $(foreach d,$(DROP),--drop $(d)) --seeds $(SEEDS) --size $(SIZE) \
 		$(if $(filter data/synthtalk,$(DATA)),,--data $(DATA)) $(ARGS)
 

@@ -3,9 +3,13 @@ the bench column it gives. What is asserted: the briefly trained classifier name
 above chance (four emotions, so chance is 1/4; unseen identity included); its prediction does not change under a
 similarity transform of the landmarks (head pose and face size cannot carry the label) but does under a stretch;
 `python -m dreamhead_lit.train emotion` writes runs/scorers/emotion-<dataset>/ where the bench looks; a dataset of a
-single emotion is a clear error naming that fact."""
+single emotion is a clear error naming that fact; the bench column scores each method's landmarker points against
+each clip's label, states the upper bound from the ground-truth landmarks, and is n/a -- with the reason -- for a clip
+without a label, for a dataset of one emotion (also under strict) and without a trained classifier (an error under
+strict, naming the command that trains one)."""
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import shutil
@@ -15,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_synth_config, train_scorer_cli
+from omegaconf import OmegaConf
 
+from dreamhead_lit.bench import Backends, BenchConfig, BenchError, run_bench
 from dreamhead_lit.config import ConfigError
 from dreamhead_lit.data.clip import EMOTIONS, ClipReader, read_index
 from dreamhead_lit.data.scorer_data import EmotionDataModule, EmotionWindows
@@ -129,3 +135,89 @@ def test_a_dataset_of_one_emotion_is_a_clear_error(four_emotions, tmp_path, caps
     assert main(["emotion", f"data.root={plain}", f"runs_root={tmp_path / 'runs'}"]) == 2
     assert "single emotion ('neutral')" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "scorers" / "emotion-plain").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The bench column
+
+
+class _LookupClassifier:
+    """Knows every clip's ground-truth landmarks: names the clip's true emotion for them, "neutral" for anything else."""
+
+    name = "TEST lookup emotion classifier"
+
+    def __init__(self, root: Path) -> None:
+        self.known = [(np.asarray(r.landmarks68[0], dtype=np.float64), EMOTIONS.index(r.record.emotion))
+                      for r in readers(root, "train", "val", "test_seen", "test")]
+
+    def predict(self, landmarks68):
+        first = np.asarray(landmarks68, dtype=np.float64)[0]
+        label = next((e for pts, e in self.known if np.array_equal(pts, first)), 0)
+        return np.eye(len(EMOTIONS))[label]
+
+
+class _FixedLandmarker:
+    """The same 68 points for every frame."""
+
+    points = np.random.default_rng(0).uniform(10.0, 50.0, size=(68, 2))
+
+    def __call__(self, frame):
+        return self.points.copy()
+
+
+def bench_cfg(root: Path, tmp: Path, **top):
+    cfg = {"name": "t", "data": {"root": str(root), "test_splits": ["test"]}, "out_root": str(tmp / "results"),
+           "runs_root": str(tmp / "runs"), "progress": False, "tensorboard": False, "metrics": ["ssim", "emotion"],
+           "methods": {"ground_truth": {"kind": "ground_truth"}, "static": {"kind": "static_reference"}}, **top}
+    base = OmegaConf.structured(BenchConfig)
+    OmegaConf.set_struct(base.methods, False)
+    return OmegaConf.merge(base, cfg)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_column_scores_the_methods_landmarks_against_the_labels(tiny_synth, tmp_path):
+    test_clips = sorted(readers(tiny_synth, "test"), key=lambda r: r.record.id)
+    unknown = next(r.record.id for r in test_clips if r.record.emotion != "neutral")
+    root = relabelled(tiny_synth, tmp_path / "data", lambda r: "unknown" if r.id == unknown else r.emotion)
+    labelled = [r for r in test_clips if r.record.id != unknown]
+    backends = Backends(landmarker=(_FixedLandmarker(), "TEST fixed landmarker"),
+                        emotion_classifier=_LookupClassifier(tiny_synth))
+    result = run_bench(bench_cfg(root, tmp_path, strict=True), backends=backends)
+    # the methods' frames give the landmarker's fixed points: read as neutral, right only on the neutral clips
+    neutral = np.mean([r.record.emotion == "neutral" for r in labelled])
+    rows = {r["method"]: r for r in read_csv(result.out_dir / "table.csv")}
+    for method in ("ground_truth", "static"):
+        assert float(rows[method]["emotion_acc"]) == pytest.approx(neutral)
+        assert float(rows[method]["emotion_acc_gt"]) == 1.0  # the ground-truth landmarks68 name every true emotion
+        assert float(rows[method]["emotion_acc_gt_frames"]) == pytest.approx(neutral)  # the landmarker reads them
+    per_clip = {(r["method"], r["clip"]): r for r in read_csv(result.out_dir / "per_clip.csv")}
+    for r in labelled:
+        row = per_clip[("static", r.record.id)]
+        assert row["emotion_pred"] == "neutral" and float(row["emotion_acc"]) == float(r.record.emotion == "neutral")
+    assert per_clip[("static", unknown)]["emotion_acc"] == "n/a" and per_clip[("static", unknown)]["emotion_pred"] == ""
+    md = result.markdown
+    assert "Emotion ↑" in md and "- Emotion: TEST lookup emotion classifier; landmarks by TEST fixed landmarker." in md
+    assert "ground truth: on the ground-truth landmarks68 1.000; on the landmarker's points of the ground-truth " \
+           f"frames {neutral:.3f}, the most a method can score through this landmarker" in md
+    assert ("NEAR CHANCE" in md) == (neutral < 0.25)
+    assert f"1 of {len(test_clips)} clips have no emotion label" in md
+
+
+def test_bench_column_is_na_with_the_reason(tiny_synth, tmp_path):
+    landmarker = (_FixedLandmarker(), "TEST fixed landmarker")
+    # no trained classifier under runs_root: n/a naming the command, an error under strict
+    cfg = bench_cfg(tiny_synth, tmp_path, max_clips=1, methods={"static": {"kind": "static_reference"}})
+    result = run_bench(cfg, backends=Backends(landmarker=landmarker))
+    assert read_csv(result.out_dir / "table.csv")[0]["emotion_acc"] == "n/a"
+    assert "- emotion: no trained emotion classifier at" in result.markdown and "make train-emotion" in result.markdown
+    with pytest.raises(BenchError, match="make train-emotion"):
+        run_bench(bench_cfg(tiny_synth, tmp_path, max_clips=1, strict=True), backends=Backends(landmarker=landmarker))
+    # one emotion in the whole dataset (plain videos): n/a with that reason, also under strict (no classifier asked for)
+    plain = relabelled(tiny_synth, tmp_path / "plain", lambda r: "neutral")
+    result = run_bench(bench_cfg(plain, tmp_path, max_clips=1, strict=True), backends=Backends(landmarker=landmarker))
+    assert {r["emotion_acc"] for r in read_csv(result.out_dir / "table.csv")} == {"n/a"}
+    assert "single emotion ('neutral') on all its 16 clips" in result.markdown
