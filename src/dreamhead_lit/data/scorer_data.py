@@ -178,7 +178,8 @@ class EmotionWindows(EmotionClips):
     def __init__(self, readers: list[ClipReader], *, window: int, windows_per_clip: int) -> None:
         super().__init__([r for r in readers if r.num_frames >= window])
         if not self.readers:
-            raise ConfigError(f"no clip of at least {window} frames to train the emotion classifier on (window=)")
+            raise ConfigError(f"no clip of at least {window} frames to train the emotion classifier on "
+                              "(override window=N with a shorter one)")
         self.window, self.windows_per_clip = int(window), int(windows_per_clip)
 
     def __len__(self) -> int:
