@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess real bench ablate train-landmarker train-syncnet \
+	preprocess real bench ablate train-landmarker train-syncnet train-emotion \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
 help:
@@ -76,7 +76,7 @@ train-stage1: $(STAMP)
 # any registered model (stage1, stage2, a baseline's parts): runs/<model>/<RUN>; the scorers name their runs after
 # the dataset (runs/scorers/<kind>-<dataset>, where the bench looks), so they get no name=
 MODEL ?=
-SCORERS := landmarker syncnet
+SCORERS := landmarker syncnet emotion
 train: $(STAMP)
 	@test -n "$(MODEL)" || { $(PY) -m dreamhead_lit.train --list; echo "usage: make train MODEL=<name above> [SIZE=demo|paper] [DATA=...]"; exit 2; }
 	@$(NEED_DATA)
@@ -110,11 +110,16 @@ train-syncnet: $(STAMP)
 	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train syncnet --if-needed $(DATA_ARG) $(ARGS)
 
+train-emotion: $(STAMP)
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train emotion --if-needed $(DATA_ARG) $(ARGS)
+
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
-# faces); paper uses dlib + the official SyncNet, falling back to the trained expert where it exists.
+# faces, and its emotion classifier: real data without emotion labels leaves that column n/a); paper uses dlib + the
+# official SyncNet, falling back to the trained expert where it exists (MEAD: make train-emotion DATA=data/mead first).
 bench: $(STAMP)
 	@$(NEED_DATA)
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker) train-syncnet ARGS=)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion) train-syncnet ARGS=)
 	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(BENCH_RUNS) $(ARGS)
 
 # python -m dreamhead_lit.ablate --list names the components; DROP takes several ("temporal_smooth cfg").
@@ -122,7 +127,7 @@ DROP ?= temporal_smooth
 SEEDS ?= 0
 ablate: $(STAMP)
 	@$(NEED_DATA)
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet ARGS=)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet $(if $(SYNTH),train-emotion) ARGS=)
 	$(PY) -m dreamhead_lit.ablate $(foreach d,$(DROP),--drop $(d)) --seeds $(SEEDS) --size $(SIZE) \
 		$(if $(filter data/synthtalk,$(DATA)),,--data $(DATA)) $(ARGS)
 

@@ -107,6 +107,24 @@ def check_two_process_ddp_fit(stage: str, overrides: list[str], root: Path, runs
     assert ckpt["global_step"] == 3
 
 
+def train_scorer_cli(kind: str, root: Path, runs: Path, *overrides: str) -> tuple[list[str], Path, dict]:
+    """Train the dataset-trained scorer ``kind`` through ``python -m dreamhead_lit.train`` (one thread, no progress
+    bar) on ``root`` into ``runs``; checks that the run is ``runs/scorers/<kind>-<dataset>/``, where the bench looks,
+    and that its checkpoints' header names ``kind``. Returns (the CLI arguments, the run folder, its done.json)."""
+    import json
+
+    from dreamhead_lit.checkpoints import read_header
+    from dreamhead_lit.metrics.scorers import scorer_run_dir
+    from dreamhead_lit.train import main
+
+    args = [kind, f"data.root={root}", f"runs_root={runs}", "trainer.enable_progress_bar=false", "threads=1", *overrides]
+    assert main(args) == 0
+    run = scorer_run_dir(kind, root, runs_root=runs)
+    assert run == runs / "scorers" / f"{kind}-{root.name}"
+    assert read_header(run / "checkpoints" / "last.ckpt")["model"] == kind
+    return args, run, json.loads((run / "done.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: a second intra-op thread only adds synchronisation, which on a shared, busy machine makes small

@@ -8,14 +8,13 @@ and the saved expert plugs into SyncMetric under its run's name; `python -m drea
 writes runs/scorers/<kind>-<dataset>/ where the bench looks, with the final file and done.json's figures."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import train_scorer_cli
 
-from dreamhead_lit.checkpoints import read_header
 from dreamhead_lit.data.clip import ClipReader, read_index
 from dreamhead_lit.data.scorer_data import SyncWindows
 from dreamhead_lit.lit.landmarker import LandmarkerAugmentConfig, LandmarkerModule, augment_batch, point_errors
@@ -25,7 +24,6 @@ from dreamhead_lit.metrics.scorers import (
     TrainedLandmarker,
     TrainedSyncExpert,
     offset_accuracy,
-    scorer_run_dir,
     shift_audio,
 )
 from dreamhead_lit.metrics.sync import sync_scores_from_embeddings
@@ -107,12 +105,9 @@ def test_landmarker_error_on_a_held_out_identity_falls_with_training(tiny_synth,
 
 
 def test_landmarker_cli_writes_a_run_that_scores_lmd(tiny_synth, tmp_path, capsys):
-    args = ["landmarker", f"data.root={tiny_synth}", f"runs_root={tmp_path}", "trainer.max_steps=12",
-            "trainer.val_check_interval=6", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-            "data.batch_size=8", "val_frame_stride=10", "model.channels=[8,16,32]", "model.blocks=1", "threads=1"]
-    assert main(args) == 0
-    run = tmp_path / "scorers" / f"landmarker-{tiny_synth.name}"
-    assert scorer_run_dir("landmarker", tiny_synth, runs_root=tmp_path) == run  # where the bench looks
+    args, run, _ = train_scorer_cli("landmarker", tiny_synth, tmp_path, "trainer.max_steps=12",
+                                    "trainer.val_check_interval=6", "trainer.log_every_n_steps=1", "data.batch_size=8",
+                                    "val_frame_stride=10", "model.channels=[8,16,32]", "model.blocks=1")
     for name in ("landmarker.pt", "done.json", "config.yaml"):
         assert (run / name).is_file(), name
     lm = TrainedLandmarker.load(run)
@@ -258,14 +253,9 @@ def test_sync_expert_loss_falls_and_the_saved_expert_scores_lse(tiny_synth, tmp_
 
 
 def test_sync_expert_cli_writes_a_run_the_bench_loads(tiny_synth, tmp_path):
-    args = ["syncnet", f"data.root={tiny_synth}", f"runs_root={tmp_path}", "trainer.max_steps=4",
-            "trainer.val_check_interval=4", "trainer.enable_progress_bar=false", "data.batch_size=8",
-            "model.width=0.125", "model.embed_dim=16", "eval_shifts=[-5,0,5]", "threads=1"]
-    assert main(args) == 0
-    run = scorer_run_dir("syncnet", tiny_synth, runs_root=tmp_path)  # where the bench looks
-    assert run == tmp_path / "scorers" / f"syncnet-{tiny_synth.name}"
-    assert read_header(run / "checkpoints" / "last.ckpt")["model"] == "syncnet"
-    done = json.loads((run / "done.json").read_text())
+    _, run, done = train_scorer_cli("syncnet", tiny_synth, tmp_path, "trainer.max_steps=4",
+                                    "trainer.val_check_interval=4", "data.batch_size=8", "model.width=0.125",
+                                    "model.embed_dim=16", "eval_shifts=[-5,0,5]")
     held_out = [r for split in ("test", "test_seen") for r in readers(tiny_synth, split)]
     assert done["steps"] == 4 and done["eval_shifts"] == [-5, 0, 5]
     assert done["val_trials"] == 3 * len(readers(tiny_synth, "val")) and done["test_trials"] == 3 * len(held_out)

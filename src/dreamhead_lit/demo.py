@@ -129,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         t = _step("6/7 talking heads")
         _talking_heads(root, resolve_path(args.out), args.ref, args.audio)
         print(f"({time.perf_counter() - t:.0f} s)")
-        t = _step("7/7 benchmark table (the dataset's own landmarker and sync expert are trained first, once)")
-        for scorer in ("landmarker", "syncnet"):  # dlib and official SyncNet cannot score SynthTalk's rendered faces
+        t = _step("7/7 benchmark table (the dataset's own landmarker, sync expert and emotion classifier are trained "
+                  "first, once)")
+        for scorer in ("landmarker", "syncnet", "emotion"):  # dlib and official SyncNet cannot score rendered faces
             _train(scorer)
         result = bench.run_bench(bench.load_bench_config("bench/demo.yaml"))
     except (AudioError, bench.BenchError, CheckpointError, ClipError, ConfigError, FileNotFoundError, GenerationError,

@@ -226,6 +226,11 @@ register(scorer_spec("syncnet", "dreamhead_lit.lit.sync_expert:SyncExpertConfig"
                      export="dreamhead_lit.lit.sync_expert:export_sync_expert",
                      sections=("model", "loss", "optim", "eval_shifts"), monitor="val/offset_acc", mode="max",
                      description="scorer: reduced SyncNet sync expert for LSE-C/D without the official weights"))
+register(scorer_spec("emotion", "dreamhead_lit.lit.emotion:EmotionConfig", "dreamhead_lit.lit.emotion:EmotionModule",
+                     "dreamhead_lit.data.scorer_data:emotion_datamodule",
+                     export="dreamhead_lit.lit.emotion:export_emotion", sections=("model", "augment", "optim"),
+                     monitor="val/acc", mode="max",
+                     description="scorer: temporal classifier of emotion from canonical 68-point landmark sequences"))
 
 __all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "RegistryError", "discover", "get", "load_checkpoint",
            "names", "register", "scorer_spec", "talking_head_data", "unregister"]

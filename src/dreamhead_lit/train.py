@@ -1,5 +1,5 @@
 """Training entry point behind `make train-stage1` / `make train-stage2` / `make train-landmarker` /
-`make train-syncnet`: trains any registered model.
+`make train-syncnet` / `make train-emotion`: trains any registered model.
 
     python -m dreamhead_lit.train stage1 --size demo [key=value ...]
     python -m dreamhead_lit.train syncnet --if-needed data.root=data/mine           # a dataset's own sync expert

@@ -28,7 +28,10 @@ Metrics per clip (mean over its frames): SSIM, PSNR, and both on the 96x96 mouth
 (``ssim_mouth``, ``psnr_mouth``); LPIPS; M-LMD and F-LMD (dlib 68 on real data, the trained landmarker of
 :mod:`dreamhead_lit.metrics.scorers` on rendered data -- the table names which); LSE-C, LSE-D and the AV offset (the
 official SyncNet when ``syncnet_v2.model`` is found, else the trained expert when one exists, else n/a); CSIM against
-the clip's first frame. FID is over all frames of a method against the ground-truth frames of the same clips (running
+the clip's first frame; the emotion accuracy (1 when the dataset's trained landmark emotion classifier reads the clip's
+emotion label from the landmarks LMD's landmarker finds on the method's frames; its bounds, the same classifier on
+the ground-truth landmarks and on the landmarker's points of the ground-truth frames, in the notes; n/a on data without
+emotion labels, even under ``--strict``). FID is over all frames of a method against the ground-truth frames of the same clips (running
 sums). Table values aggregate the per-clip metric *states* with each metric's own reduction (torchmetrics
 ``merge_state``): SSIM/PSNR/LPIPS/CSIM average over all frames, LMD and LSE over videos, as the metrics define them.
 
@@ -57,9 +60,11 @@ from .config import (
     BenchConfig,
     BenchError,
     CSIMSettings,
+    EmotionSettings,
     LMDSettings,
     MethodConfig,
     MethodUnavailable,
+    MetricNotApplicable,
     SyncSettings,
     load_bench_config,
 )
@@ -91,10 +96,12 @@ __all__ = [
     "LMDSettings",
     "SyncSettings",
     "CSIMSettings",
+    "EmotionSettings",
     "BenchConfig",
     "Backends",
     "BenchError",
     "MethodUnavailable",
+    "MetricNotApplicable",
     "TestClip",
     "select_clips",
     "Method",

@@ -10,7 +10,7 @@ from ..config import ConfigError, DataConfig, check_values, compose, experiments
 from ..metrics.lmd import LMDNormalisation
 
 # Metrics a bench can compute, in table order.
-METRICS = ("ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd", "sync", "csim", "fid")
+METRICS = ("ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd", "sync", "csim", "emotion", "fid")
 
 LMDTarget = Literal["frames", "landmarks"]
 SyncAudio = Literal["source", "video"]
@@ -23,6 +23,11 @@ class BenchError(RuntimeError):
 
 class MethodUnavailable(RuntimeError):
     """A method cannot produce videos here (e.g. no checkpoint); its table row says why."""
+
+
+class MetricNotApplicable(RuntimeError):
+    """A metric has nothing to measure on this dataset (emotion accuracy without emotion labels): n/a with the reason,
+    also under ``strict`` (which refuses missing instruments, not questions the data cannot ask)."""
 
 
 @dataclass
@@ -71,6 +76,13 @@ class CSIMSettings:
 
 
 @dataclass
+class EmotionSettings:
+    # trained: the dataset's runs/scorers/emotion-<dataset> (make train-emotion) | a run folder or emotion.pt. Landmarks
+    # come from the LMD landmarker (lmd.landmarker) on each method's frames.
+    classifier: str = "trained"
+
+
+@dataclass
 class BenchConfig:
     name: str = "default"  # results go to <out_root>/<dataset>/<name>/
     seed: int = 0
@@ -83,6 +95,7 @@ class BenchConfig:
     lmd: LMDSettings = field(default_factory=LMDSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     csim: CSIMSettings = field(default_factory=CSIMSettings)
+    emotion: EmotionSettings = field(default_factory=EmotionSettings)
     device: str = "auto"  # auto: cuda:<local rank> when available, else cpu
     threads: int | None = None  # torch intra-op threads per process (None: torch's default)
     strict: bool = False  # a metric or method that would be n/a is an error instead

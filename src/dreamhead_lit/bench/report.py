@@ -12,6 +12,8 @@ from typing import Any
 
 from ..config import resolve_path
 from ..data.clip import atomic_write_text
+from ..metrics.emotion import near_chance as emotion_near_chance
+from ..models.emotion import emotion_label
 from .clips import TestClip
 from .config import MethodConfig
 from .scorer import Scorer
@@ -21,17 +23,18 @@ from .scorer import Scorer
 _VALUE_COLUMNS = {
     "ssim": ("ssim",), "psnr": ("psnr",), "ssim_mouth": ("ssim_mouth",), "psnr_mouth": ("psnr_mouth",),
     "lpips": ("lpips",), "lmd": ("lmd_mouth", "lmd_face", "jitter_ratio"), "sync": ("lse_c", "lse_d", "sync_abs_offset"),
-    "csim": ("csim",), "fid": ("fid",),
+    "csim": ("csim",), "emotion": ("emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames"), "fid": ("fid",),
 }
 TABLE_COLUMNS = (
     "method", "label", "kind", "protocol", "uses_source_video", "clips", "clips_expected", "frames",
     "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_unit", "jitter_ratio",
-    "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "status",
+    "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames", "status",
 )
 PER_CLIP_COLUMNS = (
     "method", "split", "clip", "status", "frames", "frames_generated", "resized_from",
     "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_missing_frames", "jitter_ratio",
-    "lse_c", "lse_d", "sync_offset", "csim",
+    "lse_c", "lse_d", "sync_offset", "csim", "emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames",
+    "emotion_pred",
 )
 NA = "n/a"
 # Table headings: (column, heading, higher is better; None: closest to 1 is best)
@@ -39,7 +42,8 @@ TABLE_HEADINGS = (
     ("ssim", "SSIM", True), ("psnr", "PSNR", True), ("ssim_mouth", "SSIM-m", True), ("psnr_mouth", "PSNR-m", True),
     ("lpips", "LPIPS", False), ("lmd_mouth", "M-LMD", False), ("lmd_face", "F-LMD", False), ("jitter_ratio", "Jitter", None),
     ("lse_c", "LSE-C", True),
-    ("lse_d", "LSE-D", False), ("sync_abs_offset", "|offset|", False), ("csim", "CSIM", True), ("fid", "FID", False),
+    ("lse_d", "LSE-D", False), ("sync_abs_offset", "|offset|", False), ("csim", "CSIM", True),
+    ("emotion_acc", "Emotion", True), ("fid", "FID", False),
 )
 
 
@@ -150,6 +154,8 @@ def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestC
         lines.append(f"- LPIPS: {s['lpips'].label}")
     if "csim" in s and s["csim"].available:
         lines.append(f"- CSIM: {s['csim'].label}")
+    if "emotion" in s and s["emotion"].available:
+        lines.append(_emotion_note(s["emotion"].label, clips, table))
     if any(m in s and s[m].available for m in ("ssim", "psnr", "ssim_mouth", "psnr_mouth")):
         lines.append("- SSIM / PSNR: per frame against the ground truth, mean over all frames; -m: on the 96x96 crop "
                      "around the ground-truth mouth (metrics.image.crop_mouth)")
@@ -162,6 +168,28 @@ def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestC
             body = reason.replace("\n", "\n    ")
             lines.append(f"- {m}: {body}")
     return "\n".join(lines)
+
+
+def _emotion_note(label: str, clips: list[TestClip], table: list[dict]) -> str:
+    """The emotion column's settings line, with its bounds: the same classifier on the ground-truth landmarks, and on
+    the landmarker's points of the ground-truth frames (flagged when that is near chance)."""
+    unlabelled = sum(emotion_label(c.record.emotion) is None for c in clips)
+    rows = [r for r in table if r.get("emotion_acc_gt") not in ("", NA, None)]
+    best = max(rows, key=lambda r: int(r["clips"]), default=None)  # the method scored on the most clips
+    if best is None:
+        bounds = NA
+    else:
+        read = float(best["emotion_acc_gt_frames"])
+        bounds = (f"on the ground-truth landmarks68 {float(best['emotion_acc_gt']):.3f}; on the landmarker's points of "
+                  f"the ground-truth frames {read:.3f}, the most a method can score through this landmarker"
+                  + (" -- NEAR CHANCE: the landmarker's error hides the expressions' cues, so the column cannot rank "
+                     "methods here" if emotion_near_chance(read) else "")
+                  + f" (on the clips of {best['label']}; every method's: emotion_acc_gt, emotion_acc_gt_frames in "
+                  "table.csv)")
+    return (f"- Emotion: {label}. Per clip 1 when the emotion it reads from the landmarks found on the method's frames "
+            f"is the clip's label, else 0; mean over the clips with an emotion label (chance 1/8 = 0.125). Upper "
+            f"bounds, the same classifier on the same frames' ground truth: {bounds}"
+            + (f". {unlabelled} of {len(clips)} clips have no emotion label: n/a, left out" if unlabelled else ""))
 
 
 def write_outputs(out: Path, cfg: Any, result: BenchResult, scorer: Scorer, notes: dict[str, str], fid_values: dict,

@@ -111,7 +111,7 @@ def _run(cfg: Any, backends: Backends | None, injected: dict[str, Method] | None
 def _scorer(cfg: Any, ctx: BenchContext, backends: Backends | None) -> Scorer:
     """The metrics of the run; under ``strict`` every one must be available."""
     scorer = Scorer(cfg, data_root=ctx.data_root, dataset_info=ctx.dataset_info, device=ctx.device, backends=backends)
-    missing = scorer.unavailable()
+    missing = scorer.missing()  # an inapplicable metric (emotion without labels) stays n/a under strict
     if cfg.strict and missing:
         raise BenchError("strict: metric(s) not available:\n" + "\n".join(f"[{m}] {r}" for m, r in missing.items()))
     return scorer

@@ -29,10 +29,11 @@ from ..metrics import (
     sync_scores_from_embeddings,
 )
 from ..metrics._common import unit_float_images
+from ..metrics.emotion import EmotionMetric
 from ..metrics.lmd import DlibLandmarker, LMDNormalisation
 from .cache import CACHE_VERSION, file_fingerprint
 from .clips import TestClip
-from .config import METRICS, BenchConfig, LMDTarget, MethodUnavailable, SyncAudio
+from .config import METRICS, BenchConfig, LMDTarget, MethodUnavailable, MetricNotApplicable, SyncAudio
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Backends:
     sync_expert: Any | None = None  # a metrics.sync.SyncExpert (name + embed)
     landmarker: tuple[Callable[[np.ndarray], np.ndarray | None], str] | None = None  # (landmarker, label)
     csim_embedder: Any | None = None  # anything with DlibFaceEmbedder's embed(image) -> (descriptor, fallback)
+    emotion_classifier: Any | None = None  # a metrics.emotion.EmotionClassifier (name + predict(landmarks68))
 
 
 class _RecordingExpert:
@@ -80,12 +82,14 @@ class _FeatureFID(FIDMetric):
 
 @dataclass
 class MetricSetup:
-    """Whether one requested metric runs here, the network that computes it, or why it is n/a."""
+    """Whether one requested metric runs here, the network that computes it, or why it is n/a (``applicable``: False
+    when the data cannot ask its question, which ``strict`` accepts, rather than an instrument being missing)."""
 
     name: str
     available: bool
     label: str = ""
     reason: str = ""
+    applicable: bool = True
 
 
 def _state_to_json(metric: Any) -> dict[str, Any]:
@@ -115,10 +119,11 @@ class Scorer:
         self.setup: dict[str, MetricSetup] = {}
         self.metrics: dict[str, Any] = {}
         self.landmarker: Callable | None = None
+        self.landmarker_label = ""
         self.expert: _RecordingExpert | None = None
         self._fid_proto: nn.Module | None = None
         self.fid_label = ""
-        self._gt_landmarks: dict[str, np.ndarray] = {}
+        self._gt_read: dict[str, np.ndarray] = {}  # the landmarker on the current clip's ground-truth frames
         self.key_files: dict[str, Any] = {}  # evaluator files whose change must invalidate cached rows
         for name in self.requested:
             try:
@@ -126,6 +131,8 @@ class Scorer:
                 self.setup[name] = MetricSetup(name, True, label)
             except (MissingWeightsError, FileNotFoundError, MethodUnavailable, CheckpointError) as err:
                 self.setup[name] = MetricSetup(name, False, reason=str(err))
+            except MetricNotApplicable as err:
+                self.setup[name] = MetricSetup(name, False, reason=str(err), applicable=False)
 
     # -- construction ---------------------------------------------------------------------------------------------
 
@@ -150,23 +157,33 @@ class Scorer:
         self.metrics["lpips"] = m.to(self.device)
         return m.backbone
 
-    def _build_lmd(self, b: Backends, root: Path) -> str:
+    def _resolve_landmarker(self, b: Backends, root: Path) -> str:
+        """The landmarker of ``lmd.landmarker`` (LMD's, also the emotion accuracy's), built once; returns its label."""
+        if self.landmarker is not None:
+            return self.landmarker_label
         s = self.cfg.lmd
-        if s.target not in get_args(LMDTarget):
-            raise ConfigError(f"lmd.target must be one of {get_args(LMDTarget)}, got {s.target!r}")
         if b.landmarker is not None:
-            self.landmarker, name = b.landmarker
+            landmarker, name = b.landmarker
         else:
             choice = s.landmarker
             if choice == "auto":
                 choice = "trained" if self.synthetic else "dlib"
             if choice == "dlib":
-                self.landmarker = DlibLandmarker(upsample_num_times=s.dlib_upsample)
+                landmarker = DlibLandmarker(upsample_num_times=s.dlib_upsample)
                 name = "dlib 68 (shape_predictor_68_face_landmarks.dat)"
-                self.key_files["landmarker"] = file_fingerprint(Path(self.landmarker.predictor_path))
+                self.key_files["landmarker"] = file_fingerprint(Path(landmarker.predictor_path))
             else:
-                self.landmarker, self.key_files["landmarker"] = _trained_landmarker(choice, root, self.cfg.runs_root)
-                name = self.landmarker.name
+                landmarker, self.key_files["landmarker"] = _trained_scorer("landmarker", choice, root,
+                                                                           self.cfg.runs_root)
+                name = landmarker.name
+        self.landmarker, self.landmarker_label = landmarker, name
+        return name
+
+    def _build_lmd(self, b: Backends, root: Path) -> str:
+        s = self.cfg.lmd
+        if s.target not in get_args(LMDTarget):
+            raise ConfigError(f"lmd.target must be one of {get_args(LMDTarget)}, got {s.target!r}")
+        name = self._resolve_landmarker(b, root)
         norm: LMDNormalisation = s.normalisation  # type: ignore[assignment]
         res = s.report_resolution or self.resolution
         self.metrics["lmd"] = LMDMetric(normalisation=norm, resolution=res if norm == "pixels" else None,
@@ -186,16 +203,16 @@ class Scorer:
                 if s.expert == "official":
                     raise
                 try:
-                    expert, self.key_files["sync_expert"] = _trained_sync_expert("trained", root, self.cfg.runs_root,
-                                                                                 self.device)
+                    expert, self.key_files["sync_expert"] = _trained_scorer("syncnet", "trained", root,
+                                                                            self.cfg.runs_root, device=self.device)
                 except FileNotFoundError as no_trained:
                     raise FileNotFoundError(
                         f"neither the official SyncNet nor a trained expert is available.\n{official_missing}\n"
                         f"Or: {no_trained}"
                     ) from no_trained
         else:
-            expert, self.key_files["sync_expert"] = _trained_sync_expert(s.expert, root, self.cfg.runs_root,
-                                                                         self.device)
+            expert, self.key_files["sync_expert"] = _trained_scorer("syncnet", s.expert, root, self.cfg.runs_root,
+                                                                    device=self.device)
         self.expert = _RecordingExpert(expert)
         self.metrics["sync"] = SyncMetric(self.expert, vshift=s.vshift, sync_on_compute=False)
         return expert.name
@@ -209,6 +226,22 @@ class Scorer:
         k = max(1, self.cfg.csim.frame_stride)
         every = "every frame" if k == 1 else f"1 frame in {k}"
         return f"{label}; {every} against the clip's first frame (the reference)"
+
+    def _build_emotion(self, b: Backends, root: Path) -> str:
+        from ..data.clip import read_index
+        from ..data.scorer_data import emotion_problem
+
+        problem = emotion_problem(read_index(root), f"dataset {root}")
+        if problem:  # checked first: without labels there is nothing to train a classifier for either
+            raise MetricNotApplicable(problem)
+        if b.emotion_classifier is not None:
+            classifier = b.emotion_classifier
+        else:
+            classifier, self.key_files["emotion"] = _trained_scorer("emotion", self.cfg.emotion.classifier, root,
+                                                                    self.cfg.runs_root)
+        landmarks = self._resolve_landmarker(b, root)
+        self.metrics["emotion"] = EmotionMetric(classifier, sync_on_compute=False)
+        return f"{classifier.name}; landmarks by {landmarks}"
 
     def _build_fid(self, b: Backends, root: Path) -> str:
         if b.fid_features is not None:
@@ -227,6 +260,10 @@ class Scorer:
 
     def unavailable(self) -> dict[str, str]:
         return {m: s.reason for m, s in self.setup.items() if not s.available}
+
+    def missing(self) -> dict[str, str]:
+        """The n/a metrics whose instrument is missing (what ``strict`` refuses), without the inapplicable ones."""
+        return {m: s.reason for m, s in self.setup.items() if not s.available and s.applicable}
 
     def key(self) -> dict[str, Any]:
         """Everything about the scoring that a cached per-clip row depends on."""
@@ -259,6 +296,12 @@ class Scorer:
             return np.asarray(predict(frames), dtype=np.float64)
         return landmarks_from_frames(frames, landmarker=self.landmarker)
 
+    def _gt_frame_landmarks(self, clip: TestClip) -> np.ndarray:
+        """The landmarker on the clip's ground-truth frames, computed once per clip and shared by the methods."""
+        if clip.id not in self._gt_read:
+            self._gt_read = {clip.id: self._landmarks(clip.frames)}  # one clip at a time
+        return self._gt_read[clip.id]
+
     def score(self, generated: np.ndarray, clip: TestClip, *, audio: np.ndarray | None = None) -> tuple[dict, dict]:
         """Score one generated clip against the ground truth: (row values, metric states).
 
@@ -278,6 +321,8 @@ class Scorer:
         g = torch.from_numpy(np.ascontiguousarray(gen)).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
         r = torch.from_numpy(np.ascontiguousarray(real)).permute(0, 3, 1, 2)
         lm68 = clip.landmarks68[:t]
+        # the landmarker on the generated frames: once, for LMD and the emotion accuracy
+        gen_landmarks = self._landmarks(gen) if {"lmd", "emotion"} & set(self.available) else None
         states: dict[str, Any] = {}
         for name in self.available:
             if name == "fid":
@@ -293,11 +338,11 @@ class Scorer:
                     else:
                         m.update(g[s : s + 16], r[s : s + 16])
             elif name == "lmd":
-                target = self._gt_landmarks.get(clip.id)
-                if target is None:
-                    target = self._landmarks(gt) if self.cfg.lmd.target == "frames" else clip.landmarks68
-                    self._gt_landmarks = {clip.id: target}  # one clip at a time: shared by the methods
-                m.update(self._landmarks(gen), target[:t], source_resolution=int(gt.shape[1]))
+                target = self._gt_frame_landmarks(clip) if self.cfg.lmd.target == "frames" else clip.landmarks68
+                m.update(gen_landmarks, target[:t], source_resolution=int(gt.shape[1]))
+            elif name == "emotion":
+                m.update(gen_landmarks, clip.record.emotion, truth=lm68, truth_read=self._gt_frame_landmarks(clip)[:t])
+                row["emotion_pred"] = m.last_prediction
             elif name == "sync":
                 sound = clip.audio if audio is None else audio
                 m.update(gen, sound)
@@ -324,6 +369,8 @@ class Scorer:
             return {"lpips": rep.get("lpips", rep.get("lpips_random_backbone", float("nan")))}
         if name == "sync":
             return {k: rep.get(k, float("nan")) for k in ("lse_c", "lse_d", "sync_abs_offset")}
+        if name == "emotion":
+            return {k: rep.get(k, float("nan")) for k in ("emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames")}
         return {name: rep.get(name, float("nan"))}
 
     def aggregate(self, states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -367,20 +414,15 @@ def _resized(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # -- the dataset-trained scorers (metrics/scorers.py) ------------------------------------------------------------------
 
 
-def _trained_landmarker(choice: str, data_root: Path, runs_root: str) -> tuple[Any, dict[str, Any]]:
-    """(landmarker, fingerprint of its file): the dataset's (``choice="trained"``), or a run folder or file's."""
-    from ..metrics.scorers import LANDMARKER_FILE, TrainedLandmarker, scorer_run_dir
+def _trained_scorer(kind: str, choice: str, data_root: Path, runs_root: str, **load: Any) -> tuple[Any, dict[str, Any]]:
+    """(scorer, fingerprint of its file) of a registered scorer ``kind`` (landmarker | syncnet | emotion): the
+    dataset's (``choice="trained"``: runs/scorers/<kind>-<dataset>), or a run folder or file's. ``load``: passed on
+    to the scorer's ``load`` (the sync expert's device)."""
+    from ..metrics import scorers
 
-    run = (scorer_run_dir("landmarker", data_root, runs_root=runs_root) if choice == "trained"
+    cls, filename = {"landmarker": (scorers.TrainedLandmarker, scorers.LANDMARKER_FILE),
+                     "syncnet": (scorers.TrainedSyncExpert, scorers.EXPERT_FILE),
+                     "emotion": (scorers.TrainedEmotionClassifier, scorers.EMOTION_FILE)}[kind]
+    run = (scorers.scorer_run_dir(kind, data_root, runs_root=runs_root) if choice == "trained"
            else resolve_path(choice))
-    return TrainedLandmarker.load(run), file_fingerprint(run / LANDMARKER_FILE if run.is_dir() else run)
-
-
-def _trained_sync_expert(choice: str, data_root: Path, runs_root: str,
-                         device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """(sync expert, fingerprint of its file): the dataset's (``choice="trained"``), or a run folder or file's."""
-    from ..metrics.scorers import EXPERT_FILE, TrainedSyncExpert, scorer_run_dir
-
-    run = (scorer_run_dir("syncnet", data_root, runs_root=runs_root) if choice == "trained"
-           else resolve_path(choice))
-    return TrainedSyncExpert.load(run, device=device), file_fingerprint(run / EXPERT_FILE if run.is_dir() else run)
+    return cls.load(run, **load), file_fingerprint(run / filename if run.is_dir() else run)

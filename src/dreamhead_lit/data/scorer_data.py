@@ -6,9 +6,14 @@
 - The sync expert (:class:`SyncExpertDataModule`) trains on groups of windows of one clip (:class:`SyncWindows`), cut
   exactly as :class:`~dreamhead_lit.metrics.sync.SyncNetExpert` cuts them at evaluation (frames ``i .. i+4`` with MFCC
   steps ``4i .. 4i+19``), and validates on whole clips of the val split (:class:`HeldOutClips`).
+- The emotion classifier (:class:`EmotionDataModule`) trains on random windows of the train split's ground-truth
+  ``landmarks68`` with each clip's emotion label (:class:`EmotionWindows`) and validates per whole clip on the **val
+  split** (:class:`EmotionClips`), not on held-out identities: an emotion has few clips per identity (demo SynthTalk's
+  train split has one to seven clips of each emotion but neutral), so holding out an identity would take whole
+  emotions out of training; the identity-disjoint figure is the test split's, reported when training ends.
 
-``landmarker_datamodule(cfg)`` / ``sync_expert_datamodule(cfg)`` build them from a run config, set up for fitting (the
-registry's ``datamodule`` hooks).
+``landmarker_datamodule(cfg)`` / ``sync_expert_datamodule(cfg)`` / ``emotion_datamodule(cfg)`` build them from a run
+config, set up for fitting (the registry's ``datamodule`` hooks).
 """
 from __future__ import annotations
 
@@ -23,13 +28,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import ConfigError, resolve_path
+from ..models.emotion import emotion_input, emotion_label
 from ..models.sync_expert import SyncCrop, check_crop, sync_video_input
 from ..models.syncnet import MFCC_STEPS_PER_FRAME, MFCC_WINDOW_STEPS, SYNCNET_WINDOW_FRAMES, syncnet_mfcc
 from .audio import SAMPLES_PER_FRAME
-from .clip import ClipError, ClipReader, read_dataset_info, read_index, validate_clip
+from .clip import ClipError, ClipReader, ClipRecord, read_dataset_info, read_index, validate_clip
 
-__all__ = ["HeldOutClips", "LandmarkFrames", "LandmarkerDataModule", "SyncExpertDataModule", "SyncWindows",
-           "clip_readers", "landmarker_datamodule", "sync_expert_datamodule"]
+__all__ = ["EmotionClips", "EmotionDataModule", "EmotionWindows", "HeldOutClips", "LandmarkFrames",
+           "LandmarkerDataModule", "SyncExpertDataModule", "SyncWindows", "clip_readers", "emotion_datamodule",
+           "emotion_problem", "labelled_readers", "landmarker_datamodule", "sync_expert_datamodule"]
 
 
 def clip_readers(root: Path, split: str) -> list[ClipReader]:
@@ -130,6 +137,69 @@ class HeldOutClips(Dataset):
         return [self[i] for i in range(len(self))]
 
 
+def emotion_problem(records: list[ClipRecord], where: str) -> str | None:
+    """Why ``records`` cannot train or test an emotion score -- fewer than two of MEAD's emotions among their labels --
+    or None. ``where`` names them ("the train split of data/mine")."""
+    found = sorted({r.emotion for r in records if emotion_label(r.emotion) is not None})
+    if len(found) >= 2:
+        return None
+    what = (f"a single emotion ({found[0]!r}) on all its {len(records)} clips" if found
+            else f"no clip labelled with one of MEAD's emotions ({len(records)} clips)")
+    return (f"{where} has {what}: an emotion score needs clips of at least two emotions (plain videos and HDTF carry "
+            "no emotion label, so every clip of theirs is 'neutral'; MEAD has eight)")
+
+
+class EmotionClips(Dataset):
+    """Whole clips ``(landmarks (T, 68, 2), label)`` of labelled readers: the ground-truth ``landmarks68`` as the
+    classifier takes them (:func:`~dreamhead_lit.models.emotion.emotion_input`, prepared once per clip) and the index
+    of the clip's emotion."""
+
+    def __init__(self, readers: list[ClipReader]) -> None:
+        self.readers = readers
+        self._cache: dict[int, tuple[Tensor, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.readers)
+
+    def __getitem__(self, c: int) -> tuple[Tensor, int]:
+        if c not in self._cache:
+            r = self.readers[c]
+            label = emotion_label(r.record.emotion)
+            if label is None:
+                raise ValueError(f"clip {r.record.id!r}: emotion {r.record.emotion!r} is not one of MEAD's")
+            self._cache[c] = (emotion_input(np.asarray(r.landmarks68[: r.num_frames])), label)
+        return self._cache[c]
+
+
+class EmotionWindows(EmotionClips):
+    """Training windows: ``windows_per_clip`` random windows of ``window`` frames from each clip an epoch, as
+    ``{"landmarks": (window, 68, 2), "label": ()}``. Clips shorter than a window are left out."""
+
+    def __init__(self, readers: list[ClipReader], *, window: int, windows_per_clip: int) -> None:
+        super().__init__([r for r in readers if r.num_frames >= window])
+        if not self.readers:
+            raise ConfigError(f"no clip of at least {window} frames to train the emotion classifier on "
+                              "(override window=N with a shorter one)")
+        self.window, self.windows_per_clip = int(window), int(windows_per_clip)
+
+    def __len__(self) -> int:
+        return len(self.readers) * self.windows_per_clip
+
+    def __getitem__(self, idx: int) -> dict[str, Tensor]:  # type: ignore[override]
+        x, label = super().__getitem__(idx % len(self.readers))
+        start = int(torch.randint(0, len(x) - self.window + 1, ()))
+        return {"landmarks": x[start : start + self.window], "label": torch.tensor(label)}
+
+
+def labelled_readers(readers: list[ClipReader], where: str) -> list[ClipReader]:
+    """The readers whose emotion is one of MEAD's (the others are skipped, with a note naming how many)."""
+    keep = [r for r in readers if emotion_label(r.record.emotion) is not None]
+    if len(keep) < len(readers):
+        print(f"note: {len(readers) - len(keep)} clip(s) of {where} have no MEAD emotion label; left out of the "
+              "emotion classifier's data", file=sys.stderr)
+    return keep
+
+
 def _whole_clips(batch: list) -> tuple[np.ndarray, np.ndarray]:
     return batch[0]  # batch_size=1: one clip, unstacked (clips differ in length)
 
@@ -218,6 +288,40 @@ class SyncExpertDataModule(_ScorerData):
         return DataLoader(HeldOutClips(self.val_readers), batch_size=1, collate_fn=_whole_clips)
 
 
+class EmotionDataModule(_ScorerData):
+    """:class:`EmotionWindows` of the train split's labelled clips; whole labelled clips of the val split, one at a
+    time, for the per-clip accuracy.
+
+    Raises (at setup):
+        ConfigError: the train split has fewer than two emotions (:func:`emotion_problem`), or the val split is empty.
+    """
+
+    def __init__(self, *, window: int, windows_per_clip: int, **data) -> None:
+        super().__init__(**data)
+        self.window, self.windows_per_clip = int(window), int(windows_per_clip)
+
+    def _read(self) -> None:
+        train = clip_readers(self.root, self.train_split)
+        problem = emotion_problem([r.record for r in train], f"the train split of {self.root}")
+        if problem:
+            raise ConfigError(problem)
+        self.train_readers = labelled_readers(train, f"the train split of {self.root}")
+        self.val_readers = labelled_readers(clip_readers(self.root, self.val_split), f"the val split of {self.root}")
+        if not self.val_readers:
+            raise ConfigError(f"the emotion classifier validates on held-out clips: split {self.val_split!r} of "
+                              f"{self.root} has no labelled clip")
+        self.windows = EmotionWindows(self.train_readers, window=self.window, windows_per_clip=self.windows_per_clip)
+
+    def train_dataloader(self) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(self.windows, batch_size=self.batch_size, shuffle=True,
+                          drop_last=len(self.windows) >= self.batch_size, num_workers=workers,
+                          persistent_workers=workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(EmotionClips(self.val_readers), batch_size=1)  # whole clips differ in length
+
+
 def _data_args(cfg: DictConfig) -> dict:
     d = cfg.data
     return {"root": d.root, "train_split": d.train_split, "val_split": d.val_split, "test_splits": list(d.test_splits),
@@ -237,5 +341,12 @@ def sync_expert_datamodule(cfg: DictConfig) -> SyncExpertDataModule:
     m, loss = cfg.model, cfg.loss
     dm = SyncExpertDataModule(**_data_args(cfg), input_size=m.input_size, crop=m.crop, group=loss.group,
                               max_shift=loss.max_shift, windows_per_clip=loss.windows_per_clip)
+    dm.setup("fit")
+    return dm
+
+
+def emotion_datamodule(cfg: DictConfig) -> EmotionDataModule:
+    """The emotion classifier's DataModule as a run config (``EmotionConfig``) asks, set up for fitting."""
+    dm = EmotionDataModule(**_data_args(cfg), window=cfg.window, windows_per_clip=cfg.windows_per_clip)
     dm.setup("fit")
     return dm

@@ -8,16 +8,18 @@ running sums) beside a functional form, plus the resolution of their pretrained 
 - LMD: :class:`LMDMetric`, :func:`lmd_from_landmarks`, :func:`lmd_from_frames` -- dlib
   ``shape_predictor_68_face_landmarks.dat`` for frames (ships with face_recognition_models);
 - LSE-C / LSE-D: :class:`SyncMetric`, :func:`sync_scores_from_embeddings` -- ``syncnet_v2.model`` or a trained expert;
-- CSIM: :class:`CSIMMetric`, :func:`csim_from_frames` -- dlib 5-point and face-recognition models (shipped).
+- CSIM: :class:`CSIMMetric`, :func:`csim_from_frames` -- dlib 5-point and face-recognition models (shipped);
+- emotion accuracy: :class:`EmotionMetric` -- a landmark emotion classifier trained on the dataset.
 
 Where the pretrained instruments do not apply, :mod:`dreamhead_lit.metrics.scorers` holds the dataset-trained ones (a
-landmarker for LMD, a sync expert for LSE-C/D) as the bench loads them.
+landmarker for LMD, a sync expert for LSE-C/D, an emotion classifier) as the bench loads them.
 
 Every Metric has ``compute()`` (tensors, for logging) and ``report()`` (a flat dict with the values *and* what a
 table must state next to them: counts, the network that produced features, fallbacks).
 """
 
 from dreamhead_lit.metrics.csim import IDENTITY_NETWORK, CSIMMetric, CSIMResult, DlibFaceEmbedder, csim_from_frames
+from dreamhead_lit.metrics.emotion import EmotionMetric
 from dreamhead_lit.metrics.fid import (
     FIDInceptionFeatures,
     FIDMetric,
@@ -77,6 +79,7 @@ __all__ = [
     "DEFAULT_VSHIFT",
     "DlibFaceEmbedder",
     "DlibLandmarker",
+    "EmotionMetric",
     "FIDInceptionFeatures",
     "FIDMetric",
     "IDENTITY_NETWORK",

@@ -1,16 +1,21 @@
-"""The dataset-trained scorers as the bench uses them: a landmarker for LMD and a sync expert for LSE-C / LSE-D.
+"""The dataset-trained scorers as the bench uses them: a landmarker for LMD, a sync expert for LSE-C / LSE-D and an
+emotion classifier for the emotion accuracy.
 
 They serve data the pretrained instruments cannot score (dlib's 68-point model does not apply to rendered faces; the
-official ``syncnet_v2.model`` may be absent). ``python -m dreamhead_lit.train landmarker`` / ``... train syncnet``
-(registry entries; :mod:`dreamhead_lit.lit.landmarker`, :mod:`dreamhead_lit.lit.sync_expert`) write
-``runs/scorers/<kind>-<dataset folder>/`` with a final ``landmarker.pt`` / ``expert.pt`` (weights + what the bench needs
-to use and name them); the bench finds them there by the dataset folder's name (:func:`scorer_run_dir`).
+official ``syncnet_v2.model`` may be absent; no pretrained landmark emotion classifier exists).
+``python -m dreamhead_lit.train landmarker`` / ``... train syncnet`` / ``... train emotion`` (registry entries;
+:mod:`dreamhead_lit.lit.landmarker`, :mod:`dreamhead_lit.lit.sync_expert`, :mod:`dreamhead_lit.lit.emotion`) write
+``runs/scorers/<kind>-<dataset folder>/`` with a final ``landmarker.pt`` / ``expert.pt`` / ``emotion.pt`` (weights +
+what the bench needs to use and name them); the bench finds them there by the dataset folder's name
+(:func:`scorer_run_dir`).
 
 - :class:`TrainedLandmarker` has the ``Landmarker`` interface of :mod:`dreamhead_lit.metrics.lmd` (one RGB uint8 frame
   ``(H, W, 3)`` -> ``(68, 2)``); any frame size is resized to the network's input and the points scaled back.
 - :class:`TrainedSyncExpert` is a :class:`~dreamhead_lit.metrics.sync.SyncNetExpert` with the reduced network and its
   small video input, so :class:`~dreamhead_lit.metrics.sync.SyncMetric` scores with it unchanged. Its quality is the
   :func:`offset_accuracy`: how often the LSE procedure recovers AV offsets constructed with :func:`shift_audio`.
+- :class:`TrainedEmotionClassifier` maps a landmark sequence ``(T, 68, 2)`` (any pixel frame: the input is put in the
+  canonical pose first) to probabilities over :data:`~dreamhead_lit.data.clip.EMOTIONS`.
 """
 from __future__ import annotations
 
@@ -20,21 +25,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoints import safe_load
+from ..checkpoints import CheckpointError, safe_load
 from ..config import resolve_path, run_dir
 from ..data.audio import SAMPLES_PER_FRAME
+from ..data.clip import EMOTIONS
 from ..metrics.sync import SyncNetExpert, sync_scores_from_embeddings
+from ..models.emotion import EmotionNet, emotion_input
 from ..models.landmarker import LandmarkNet, resize_points
 from ..models.layers import resize_images
 from ..models.sync_expert import ReducedSyncNet, SyncCrop, check_crop, sync_video_input
 
-__all__ = ["DEFAULT_EVAL_SHIFTS", "EXPERT_FILE", "LANDMARKER_FILE", "PAD_GUARD", "SCORERS_DIR", "TrainedLandmarker",
-           "TrainedSyncExpert", "near_chance", "offset_accuracy", "save_final", "scorer_run_dir", "scorer_run_name",
+__all__ = ["DEFAULT_EVAL_SHIFTS", "EMOTION_FILE", "EXPERT_FILE", "LANDMARKER_FILE", "PAD_GUARD", "SCORERS_DIR",
+           "TrainedEmotionClassifier", "TrainedLandmarker", "TrainedSyncExpert", "near_chance", "offset_accuracy", "save_final", "scorer_run_dir", "scorer_run_name",
            "shift_audio"]
 
-SCORERS_DIR = "scorers"  # runs/<this>/<kind>-<dataset>/ (the registry's run group of both scorers)
+SCORERS_DIR = "scorers"  # runs/<this>/<kind>-<dataset>/ (the registry's run group of the scorers)
 LANDMARKER_FILE = "landmarker.pt"
 EXPERT_FILE = "expert.pt"
+EMOTION_FILE = "emotion.pt"
 PAD_GUARD = 2.0  # constant coordinate appended to the trained expert's unit embeddings (TrainedSyncExpert.embed)
 DEFAULT_EVAL_SHIFTS = (-10, -5, -2, 0, 2, 5, 10)  # constructed AV offsets (frames) the offset accuracy is measured on
 
@@ -171,6 +179,55 @@ class TrainedSyncExpert(SyncNetExpert):
                  + ("; NEAR CHANCE: too little training data, its LSE figures mean little)" if near_chance(acc)
                     else ")"))
         return cls(model, name=label, input_size=m["input_size"], crop=m["crop"], device=device, offset_accuracy=acc)
+
+
+class TrainedEmotionClassifier:
+    """A trained :class:`EmotionNet`: :meth:`predict` maps one clip's landmarks to probabilities over ``EMOTIONS``.
+
+    ``name`` says which run and its accuracy on held-out clips, for the table.
+    """
+
+    def __init__(self, net: EmotionNet, *, name: str, val_acc: float | None = None) -> None:
+        self.net = net.eval()
+        self.name = name
+        self.val_acc = val_acc
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainedEmotionClassifier:
+        """From a run folder (``runs/scorers/emotion-<dataset>``) or its ``emotion.pt``.
+
+        Raises:
+            FileNotFoundError: no finished run there, with the command that trains one.
+            CheckpointError: a file written for another list of emotions.
+        """
+        file, blob = _load_final(path, EMOTION_FILE, what="trained emotion classifier", kind="emotion")
+        if list(blob.get("emotions", [])) != list(EMOTIONS):
+            raise CheckpointError(f"{file} classifies {blob.get('emotions')}, not {list(EMOTIONS)}: retrain it "
+                                  "(make train-emotion)")
+        net = EmotionNet(**blob["net"])
+        net.load_state_dict(blob["state_dict"])
+        acc = blob.get("val_acc")
+        run = blob.get("run", file.parent.name)
+        label = f"trained emotion classifier {run}" + (f" (acc {acc:.0%} on held-out clips)" if acc is not None else "")
+        return cls(net, name=label, val_acc=acc)
+
+    @torch.no_grad()
+    def predict(self, landmarks68: np.ndarray) -> np.ndarray:
+        """``(T, 68, 2)`` landmarks of one clip, in any pixel frame -> ``(len(EMOTIONS),)`` float64 probabilities.
+
+        Frames without landmarks (NaN rows, where a landmarker found no face) are left out.
+
+        Raises:
+            ValueError: no frame has landmarks, or the shape is not ``(T, 68, 2)``.
+        """
+        pts = np.asarray(landmarks68, dtype=np.float64)
+        if pts.ndim != 3 or pts.shape[1:] != (68, 2):
+            raise ValueError(f"landmarks must be (T, 68, 2), got shape {pts.shape}")
+        pts = pts[np.isfinite(pts).all(axis=(1, 2))]
+        if not len(pts):
+            raise ValueError("no frame with landmarks to classify")
+        x = emotion_input(pts)[None].to(next(self.net.parameters()).device)  # (1, T, 68, 2)
+        return self.net(x)[0].softmax(-1).double().cpu().numpy()
 
 
 def near_chance(offset_accuracy: float | None) -> bool:
