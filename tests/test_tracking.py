@@ -3,7 +3,6 @@ as preprocessing tracks and crops the same video into a dataset clip. Skipped wh
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from dreamhead_lit.data.clip import ClipReader, read_index
 from dreamhead_lit.data.landmarks import topology_68

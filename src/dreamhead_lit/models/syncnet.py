@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft
-import torch
 from torch import Tensor, nn
 
 __all__ = [
