@@ -117,9 +117,9 @@ def test_the_lip_sync_hook_adds_the_weighted_expert_loss(dm):
     batch = next(iter(dm.train_dataloader()))
     seen = {}
 
-    def expert(mouth, audio, style):  # P_sync from the mouth's height: differentiable in the predicted motion
-        seen["shape"] = tuple(mouth.shape)
-        return torch.sigmoid(mouth[..., 1].mean((1, 2)))
+    def expert(disp, audio, style_disp, style_mask):  # P_sync from the heights: differentiable in the motion
+        seen["shape"], seen["style"] = tuple(disp.shape), tuple(style_disp.shape)
+        return torch.sigmoid(disp[..., 1].mean((1, 2)))
 
     module.log_dict = module.log = lambda *a, **k: None  # no trainer attached
     torch.manual_seed(1)
@@ -127,7 +127,7 @@ def test_the_lip_sync_hook_adds_the_weighted_expert_loss(dm):
     module.attach_lip_expert(expert, weight=0.5)
     torch.manual_seed(1)
     with_sync = module.training_step(batch, 0)
-    assert seen["shape"] == (4, 8, 20, 2)
+    assert seen["shape"] == (4, 8, dm.num_landmarks, 2) and seen["style"] == (4, 16, dm.num_landmarks, 2)
     assert float(with_sync.detach()) > float(plain.detach())  # -log P > 0 was added
     with_sync.backward()
     assert module.net.denoiser.lower.head[-1].weight.grad.abs().sum() > 0

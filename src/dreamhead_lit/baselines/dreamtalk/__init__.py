@@ -7,15 +7,32 @@ it DreamTalk and what is substituted here).
 - ``lit.py``: the LightningModule on the shared diffusion core (x0 target, guidance on the style, DDIM 10 steps);
 - ``data.py``: the DataModule (groups of frames, the speaker's neutral reference, a style clip).
 
-Registered here: ``dreamtalk`` (the denoising network with its style encoder), configured by
-``experiments/dreamtalk/{demo,paper}.yaml``: ``python -m dreamhead_lit.train dreamtalk --size demo``.
+- ``lip_expert.py``: the lip expert (lower-face motion + audio (+ style clip) -> sync probability), frozen as the
+  denoiser's sync loss.
+
+Registered here: ``dreamtalk`` (the denoising network with its style encoder; its ``lip_expert:`` section names a
+trained expert for the sync loss) and ``dreamtalk_lip_expert``, configured by ``experiments/<name>/{demo,paper}.yaml``:
+``python -m dreamhead_lit.train dreamtalk_lip_expert --size demo``, then ``dreamtalk lip_expert.checkpoint=demo``.
 """
 from ...registry import ModelSpec, register
 
 _PACKAGE = __name__
 
+
+def _build_denoiser(spec, cfg, dm):
+    """Imported when first used, so listing the registry imports no model code."""
+    from .lip_expert import build_denoiser
+
+    return build_denoiser(spec, cfg, dm)
+
+
 register(ModelSpec(
     "dreamtalk", f"{_PACKAGE}.lit:DreamTalkConfig", f"{_PACKAGE}.lit:DreamTalkDiffusion",
     f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/lmd_mouth", mode="min",
-    export=f"{_PACKAGE}.lit:motion_figures",
+    export=f"{_PACKAGE}.lit:motion_figures", build=_build_denoiser,
+    sections=("model", "motion", "diffusion", "optim", "validation"),  # lip_expert: attached by _build_denoiser
     description="DreamTalk†: frame-wise denoiser + style encoder on a PCA landmark motion space"))
+register(ModelSpec(
+    "dreamtalk_lip_expert", f"{_PACKAGE}.lip_expert:LipExpertConfig", f"{_PACKAGE}.lip_expert:LipExpertModule",
+    f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/sync_acc", mode="max",
+    description="DreamTalk†: lip expert (lower-face motion + audio (+ style clip) -> sync probability)"))

@@ -8,7 +8,8 @@ guidance scale sets how strongly the style is expressed); DDIM with 10 steps at 
 for the stages.
 
 The lip expert's sync loss (item 5, ``λ_sync · (−log P_sync)``) has its hook here (:meth:`attach_lip_expert`,
-:meth:`lip_sync_loss`); the expert itself and the style predictor (item 6) are separate models.
+:meth:`lip_sync_loss`); the expert itself (``lip_expert.py``, named by the config's ``lip_expert:`` section) and the
+style predictor (item 6) are separate models.
 
 Validation: ``val/lmd_mouth`` (M-LMD, pixels at the dataset resolution, 68 points, each frame's set centred:
 ``metrics.lmd.landmark_distance``) of the landmarks sampled from audio + style clip, beside the same for the
@@ -34,6 +35,7 @@ from ...lit.a2l import to_pixels
 from ...lit.base import DiffusionConfig, DiffusionLitModule, OptimConfig
 from ...metrics.lmd import landmark_distance
 from .data import DreamTalkDataConfig
+from .lip_expert import LipExpertRef
 from .motion import MotionBasis, MotionConfig
 from .networks import DreamTalkNet
 
@@ -74,13 +76,16 @@ class DreamTalkConfig(RunConfig):
     diffusion: DreamTalkDiffusionConfig = field(default_factory=DreamTalkDiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     validation: DreamTalkValidationConfig = field(default_factory=DreamTalkValidationConfig)
+    lip_expert: LipExpertRef = field(default_factory=LipExpertRef)  # attached by lip_expert.build_denoiser
 
 
 class LipExpert(Protocol):
-    """What :meth:`DreamTalkDiffusion.lip_sync_loss` calls: canonical mouth landmarks of a group of consecutive
-    frames ``(B, T, 20, 2)``, their audio windows ``(B, T, K, A)`` and the style code ``(B, D)`` -> ``P_sync (B,)``."""
+    """What :meth:`DreamTalkDiffusion.lip_sync_loss` calls: the predicted displacements from the speaker's reference
+    of a group of consecutive frames ``(B, T, N, 2)``, their audio windows ``(B, T, K, A)``, and the style clip's
+    displacements ``(B, S, N, 2)`` with its mask ``(B, S)`` -> ``P_sync`` (any shape, e.g. one per window). The
+    expert gets the style *clip*, not the denoiser's style code: its style encoder is its own."""
 
-    def __call__(self, mouth: Tensor, audio: Tensor, style: Tensor) -> Tensor: ...
+    def __call__(self, disp: Tensor, audio: Tensor, style_disp: Tensor, style_mask: Tensor) -> Tensor: ...
 
 
 class DreamTalkDiffusion(DiffusionLitModule):
@@ -147,7 +152,7 @@ class DreamTalkDiffusion(DiffusionLitModule):
         out = self.diffusion.training_losses(self.net, x0, extra_args={"audio": batch["audio"], "style": style,
                                                                         "drop": drop})
         loss, logs = out["loss"], {"train/diffusion": out["loss"]}
-        sync = self.lip_sync_loss(out["x0_hat"], batch, style)
+        sync = self.lip_sync_loss(out["x0_hat"], batch)
         if sync is not None:  # DreamTalk: λ_denoise · L_denoise + λ_sync · (−log P_sync)
             loss = loss + self._lip_expert["weight"] * sync
             logs["train/sync"] = sync
@@ -165,14 +170,17 @@ class DreamTalkDiffusion(DiffusionLitModule):
             expert.eval().requires_grad_(False)
         self._lip_expert = {"expert": expert, "weight": float(weight)}
 
-    def lip_sync_loss(self, x0_hat: Tensor, batch: dict, style: Tensor) -> Tensor | None:
-        """``−log P_sync`` (batch mean) of the predicted mouth motion under the attached lip expert; ``None`` without
-        one. Gradients reach the denoiser through ``x0_hat`` (and the style encoder through ``style``)."""
+    def lip_sync_loss(self, x0_hat: Tensor, batch: dict) -> Tensor | None:
+        """``−log P_sync`` (mean) of the predicted motion under the attached lip expert; ``None`` without one.
+        Gradients reach the denoiser through ``x0_hat``; the expert reads motion as displacements, so it may carry
+        its own basis (fitted the same way, it is the same one)."""
         if not self._lip_expert:
             return None
-        landmarks = self.decode_motion(x0_hat, batch["ref_landmarks"])  # (B, T, N, 2) canonical
-        mouth = landmarks[..., [self.index68[i] for i in MOUTH_68], :]
-        p = self._lip_expert["expert"](mouth, batch["audio"], style)
+        expert = self._lip_expert["expert"]
+        if isinstance(expert, nn.Module):  # outside the module tree: Lightning does not move it
+            expert.to(x0_hat.device)
+        style_disp = batch["style_landmarks"] - batch["style_ref_landmarks"][:, None]
+        p = expert(self.motion.decode(x0_hat), batch["audio"], style_disp, batch["style_mask"])
         return -p.clamp_min(1e-6).log().mean()
 
     # -- sampling ------------------------------------------------------------------------------------------------
