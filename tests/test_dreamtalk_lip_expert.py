@@ -119,7 +119,10 @@ def test_the_bench_sync_scorer_is_refused_as_a_lip_expert(expert_ckpt, tmp_path)
     torch.save(ckpt, tmp_path / "renamed.ckpt")
     with pytest.raises(ConfigError, match="dreamtalk_lip_expert"):
         load_lip_expert(str(tmp_path / "renamed.ckpt"), runs_root=tmp_path)
-    assert isinstance(load_lip_expert(str(expert_ckpt)), LipExpertModule)  # the expert's own run loads
+    assert isinstance(load_lip_expert(str(expert_ckpt)), LipExpertModule)  # the expert's own run loads,
+    runs_root = expert_ckpt.parents[3]  # also by its run folder or its run name under runs/dreamtalk_lip_expert/
+    for ref in (str(expert_ckpt.parents[1]), "tiny"):
+        assert isinstance(load_lip_expert(ref, runs_root=runs_root), LipExpertModule)
 
 
 def test_unconditional_variant_ignores_the_style_exactly(dm):
