@@ -156,3 +156,13 @@ def test_both_sizes_build_and_take_a_training_step(tiny_synth, size):
     loss = module.training_step(next(iter(dm.train_dataloader())), 0)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+@pytest.mark.ddp
+def test_two_process_ddp_fit_of_the_expert_and_of_the_denoiser_with_it(tiny_synth, expert_ckpt, tmp_path):
+    from conftest import check_two_process_ddp_fit
+
+    check_two_process_ddp_fit("dreamtalk_lip_expert", TINY, tiny_synth, tmp_path)
+    # the frozen expert lives outside the denoiser's module tree: DDP neither wraps nor syncs it, each rank loads it
+    check_two_process_ddp_fit("dreamtalk", [*DENOISER_TINY, f"lip_expert.checkpoint={expert_ckpt}"], tiny_synth,
+                              tmp_path)

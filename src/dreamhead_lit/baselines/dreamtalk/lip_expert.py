@@ -260,8 +260,13 @@ def build_denoiser(spec, cfg: DictConfig, dm) -> L.LightningModule:
     module = replace(spec, build=None).build_module(cfg, dm)
     ref = LipExpertRef(**dict(cfg.get("lip_expert") or {}))
     if ref.checkpoint:
-        module.attach_lip_expert(load_lip_expert(ref.checkpoint, runs_root=cfg.runs_root), weight=ref.weight)
-        print(f"dreamtalk: sync loss from lip expert {ref.checkpoint} (λ_sync={ref.weight})", flush=True)
+        expert = load_lip_expert(ref.checkpoint, runs_root=cfg.runs_root)
+        module.attach_lip_expert(expert, weight=ref.weight)
+        mine, theirs = module.motion.lower.components, expert.motion.lower.components
+        same = mine.shape == theirs.shape and torch.allclose(mine, theirs, atol=1e-5)
+        # a different basis still works (the hook passes displacements), but the expert then sees a projection
+        print(f"dreamtalk: sync loss from lip expert {ref.checkpoint} (λ_sync={ref.weight}, lower-face basis "
+              f"{'the same as' if same else 'DIFFERENT from'} the denoiser's)", flush=True)
     return module
 
 
