@@ -10,31 +10,21 @@ import pytest
 import torch
 
 from dreamhead_lit import registry
-from dreamhead_lit.baselines.dreamtalk.data import DreamTalkDataModule
 from dreamhead_lit.baselines.dreamtalk.lip_expert import LipExpertModule, load_lip_expert
 from dreamhead_lit.checkpoints import read_header
 from dreamhead_lit.config import ConfigError, load_config
 from dreamhead_lit.train import main
 
 from conftest import train_on_one_batch
+from test_dreamtalk import TINY as DENOISER_BASE
+from test_dreamtalk import dm  # noqa: F401  (the denoiser tests' DataModule fixture, shared)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 TINY_NET = {"dim": 16, "heads": 2, "style_layers": 1, "window": 3}
 TINY = ["data.window=8", "data.batch_size=4", "data.style_frames=16", "data.windows_per_clip=2", "model.dim=16",
         "model.window=3", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "threads=1"]
-DENOISER_TINY = ["data.window=8", "data.batch_size=4", "data.style_frames=16", "data.windows_per_clip=2",
-                 "model.dim=32", "model.heads=2", "model.audio_layers=1", "model.decoder_layers=1",
-                 "model.style_layers=1", "validation.max_batches=1", "trainer.log_every_n_steps=1",
-                 "trainer.enable_progress_bar=false", "threads=1"]
-
-
-@pytest.fixture(scope="module")
-def dm(tiny_synth) -> DreamTalkDataModule:
-    dm = DreamTalkDataModule(root=tiny_synth, window=8, batch_size=4, style_frames=16)
-    dm.prepare_data()
-    dm.setup()
-    return dm
+DENOISER_TINY = [*DENOISER_BASE, "threads=1"]
 
 
 @pytest.fixture(scope="module")
