@@ -259,9 +259,12 @@ def build_denoiser(spec, cfg: DictConfig, dm) -> L.LightningModule:
     ``lip_expert:`` section attached (none: no sync loss, DreamTalk's ``none`` variant)."""
     module = replace(spec, build=None).build_module(cfg, dm)
     ref = LipExpertRef(**dict(cfg.get("lip_expert") or {}))
+    module.hparams["lip_expert"] = {"variant": "none"}  # saved with the run: the bench's rows say which expert
     if ref.checkpoint:
         expert = load_lip_expert(ref.checkpoint, runs_root=cfg.runs_root)
         module.attach_lip_expert(expert, weight=ref.weight)
+        module.hparams["lip_expert"] = {"variant": expert.net.variant, "checkpoint": str(ref.checkpoint),
+                                        "weight": float(ref.weight)}
         mine, theirs = module.motion.lower.components, expert.motion.lower.components
         same = mine.shape == theirs.shape and torch.allclose(mine, theirs, atol=1e-5)
         # a different basis still works (the hook passes displacements), but the expert then sees a projection

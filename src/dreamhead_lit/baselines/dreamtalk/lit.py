@@ -96,8 +96,11 @@ class DreamTalkDiffusion(DiffusionLitModule):
     def __init__(self, *, num_points: int, lower_points: list[int], upper_points: list[int], audio_steps: int,
                  audio_dim: int, index68: list[int], resolution: int, audio_feature: str = "logmel80",
                  audio_context: int = 2, net: dict | None = None, motion: dict | None = None,
-                 diffusion: dict | None = None, optim: dict | None = None, validation: dict | None = None) -> None:
+                 diffusion: dict | None = None, optim: dict | None = None, validation: dict | None = None,
+                 lip_expert: dict | None = None) -> None:
         super().__init__(diffusion=DreamTalkDiffusionConfig(**(diffusion or {})), optim=optim or {})
+        # ``lip_expert``: what gave the sync loss in training ({"variant": style | unconditional | none, "checkpoint",
+        # "weight"}), recorded by lip_expert.build_denoiser for the bench's rows; None: not recorded (older runs)
         self.save_hyperparameters()
         self.motion_cfg = MotionConfig(**(motion or {}))
         self.val_cfg = DreamTalkValidationConfig(**(validation or {}))
@@ -185,34 +188,54 @@ class DreamTalkDiffusion(DiffusionLitModule):
 
     # -- sampling ------------------------------------------------------------------------------------------------
 
-    def sample_motion(self, batch: dict, *, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
-        """Sample coefficients ``(B, T, C)`` for a batch (``audio``, style clip), with the configured sampler, steps
-        and guidance (or ``sampler=``, ``steps=``, ``guidance_scale=``, ``noise=``), using the EMA weights."""
+    def sample_motion(self, batch: dict, *, style: Tensor | None = None, generator: torch.Generator | None = None,
+                      **kwargs: Any) -> Tensor:
+        """Sample coefficients ``(B, T, C)`` for a batch (``audio``, and the style clip unless ``style`` is given),
+        with the configured sampler, steps and guidance (or ``sampler=``, ``steps=``, ``guidance_scale=``,
+        ``noise=``), using the EMA weights. ``style``: a style code ``(B, D)`` (e.g. from the style predictor), or
+        the string ``"none"`` for the null style (no style reference: guidance then has nothing to amplify)."""
         b, t = batch["audio"].shape[:2]
-        with self.ema_weights(), torch.no_grad():
-            style = self.style_code(batch)
-        no = torch.zeros(b, dtype=torch.bool, device=style.device)
-        return self.sample_x0((b, t, self.motion.dim), cond={"audio": batch["audio"], "style": style, "drop": no},
+        no = torch.zeros(b, dtype=torch.bool, device=batch["audio"].device)
+        if isinstance(style, str):
+            if style != "none":
+                raise ValueError(f"style={style!r}: a style code tensor, 'none' or None (the batch's style clip)")
+            style, drop = self.net.null_style.detach().expand(b, -1), ~no
+        else:
+            drop = no
+            if style is None:
+                with self.ema_weights(), torch.no_grad():
+                    style = self.style_code(batch)
+        return self.sample_x0((b, t, self.motion.dim), cond={"audio": batch["audio"], "style": style, "drop": drop},
                               uncond={"drop": ~no}, generator=generator, **kwargs)
 
-    @torch.no_grad()
-    def generate(self, audio: np.ndarray, *, ref_landmarks: np.ndarray, style_landmarks: np.ndarray,
-                 style_ref_landmarks: np.ndarray | None = None, num_frames: int | None = None, seed: int = 0,
-                 **kwargs: Any) -> Tensor:
-        """Canonical landmarks ``(F, N, 2)`` for 16 kHz mono ``audio`` of any length, in one pass (the denoiser is
-        frame-wise): ``ref_landmarks (N, 2)`` the speaker's neutral reference, ``style_landmarks (S, N, 2)`` the
-        style clip's canonical landmarks and ``style_ref_landmarks`` its speaker's reference (default: the same)."""
+    def audio_windows(self, audio: np.ndarray, num_frames: int | None = None) -> Tensor:
+        """Each frame's audio window ``(F, K, A)`` of 16 kHz mono ``audio``, cut as in training."""
         hp = self.hparams
         total = num_frames or max(1, int(np.ceil(len(audio) / 640)))
-        windows = windows_for_frames(np.asarray(audio, dtype=np.float32), total,
-                                     build_feature_extractor(hp.audio_feature), context=hp.audio_context)
+        return windows_for_frames(np.asarray(audio, dtype=np.float32), total, build_feature_extractor(hp.audio_feature),
+                                  context=hp.audio_context).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, audio: np.ndarray, *, ref_landmarks: np.ndarray, style_landmarks: np.ndarray | None = None,
+                 style_ref_landmarks: np.ndarray | None = None, style: Tensor | str | None = None,
+                 num_frames: int | None = None, seed: int = 0, **kwargs: Any) -> Tensor:
+        """Canonical landmarks ``(F, N, 2)`` for 16 kHz mono ``audio`` of any length, in one pass (the denoiser is
+        frame-wise): ``ref_landmarks (N, 2)`` the speaker's neutral reference; the style from ``style_landmarks
+        (S, N, 2)``, a style clip's canonical landmarks with ``style_ref_landmarks`` its speaker's reference (default:
+        the same), or from ``style``: a code ``(D,)`` / ``(1, D)`` (the style predictor's) or ``"none"``."""
+        if (style is None) == (style_landmarks is None):
+            raise ValueError("give exactly one of style_landmarks (a style clip) and style (a code or 'none')")
         as_tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)[None]  # noqa: E731
         ref = as_tensor(ref_landmarks)
-        style = as_tensor(style_landmarks)
-        batch = {"audio": windows.to(self.device)[None], "style_landmarks": style,
-                 "style_ref_landmarks": ref if style_ref_landmarks is None else as_tensor(style_ref_landmarks),
-                 "style_mask": torch.ones(style.shape[:2], dtype=torch.bool, device=self.device)}
-        coeffs = self.sample_motion(batch, generator=torch.Generator().manual_seed(seed), **kwargs)
+        batch = {"audio": self.audio_windows(audio, num_frames)[None]}
+        if style_landmarks is not None:
+            clip = as_tensor(style_landmarks)
+            batch.update(style_landmarks=clip,
+                         style_ref_landmarks=ref if style_ref_landmarks is None else as_tensor(style_ref_landmarks),
+                         style_mask=torch.ones(clip.shape[:2], dtype=torch.bool, device=self.device))
+        elif isinstance(style, Tensor):
+            style = style.to(self.device, torch.float32).reshape(1, -1)
+        coeffs = self.sample_motion(batch, style=style, generator=torch.Generator().manual_seed(seed), **kwargs)
         return self.decode_motion(coeffs, ref)[0]
 
     # -- validation ----------------------------------------------------------------------------------------------
