@@ -7,6 +7,7 @@ it DreamTalk and what is substituted here).
 - ``lit.py``: the LightningModule on the shared diffusion core (x0 target, guidance on the style, DDIM 10 steps);
 - ``data.py``: the DataModule (groups of frames, the speaker's neutral reference, a style clip).
 
+- ``bench.py``: the bench's ``dreamtalk`` method kind (DreamTalk† motion rendered by DreamHead's stage 2);
 - ``lip_expert.py``: the lip expert (lower-face motion + audio (+ style clip) -> sync probability), frozen as the
   denoiser's sync loss.
 
@@ -36,3 +37,5 @@ register(ModelSpec(
     "dreamtalk_lip_expert", f"{_PACKAGE}.lip_expert:LipExpertConfig", f"{_PACKAGE}.lip_expert:LipExpertModule",
     f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/sync_acc", mode="max",
     description="DreamTalk†: lip expert (lower-face motion + audio (+ style clip) -> sync probability)"))
+
+from . import bench as _bench  # noqa: E402,F401  registers the bench's "dreamtalk" method kind
