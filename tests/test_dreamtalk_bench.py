@@ -14,7 +14,7 @@ from dreamhead_lit.data.datamodule import TalkingHeadDataModule
 from dreamhead_lit.lit.l2i import L2IDiffusion
 
 from test_bench import make_cfg, structured
-from test_dreamtalk import dm, tiny_module  # noqa: F401  (dm: the module-scoped DataModule fixture)
+from test_dreamtalk import dm, tiny_module  # noqa: F401,F811  (dm: the module-scoped DataModule fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -146,7 +146,7 @@ class LipExpertModule(L.LightningModule):
     def forward(self, disp: Tensor, audio: Tensor, style_disp: Tensor, style_mask: Tensor) -> Tensor:
         """``P_sync (B, n)`` of every ``window``-frame window of displacements ``(B, T, N, 2)`` (from the speaker's
         reference) with the aligned audio ``(B, T, K, A)``; style clip displacements ``(B, S, N, 2)`` and mask."""
-        b, t, w = disp.shape[0], disp.shape[1], self.net.window
+        b, w = disp.shape[0], self.net.window
         lower = self.motion.lower.encode(disp)  # (B, T, L)
         mouth = lower.unfold(1, w, 1).transpose(-1, -2)  # (B, n, W, L)
         audio_w = audio.unfold(1, w, 1).permute(0, 1, 4, 2, 3)  # (B, n, W, K, A)
