@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess real bench ablate train-landmarker train-syncnet train-emotion \
+	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk baselines \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make eval-stage1  stage-1 metrics on the test split + a landmark animation (RUN=name)"
 	@echo "make train-stage2 train the L2I diffusion (same variables)"
 	@echo "make train MODEL=name   any registered model (python -m dreamhead_lit.train --list), same variables"
+	@echo "make train-dreamtalk   DreamTalk† (every part, in order, each skipped when done); make baselines: all three"
 	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
 	@echo "make real SRC=videos DATA=data/mine   your videos: preprocess -> stage 1 -> stage 2 -> sync expert -> bench"
@@ -67,7 +68,7 @@ DATA_ARG := $(if $(SYNTH),,data.root=$(DATA))
 NEED_DATA = test -f $(DATA)/index.jsonl || { if [ -n "$(SYNTH)" ]; then $(MAKE) --no-print-directory data; \
 	else echo "error: no processed dataset at $(DATA): make preprocess SRC=<videos> DATA=$(DATA)"; exit 2; fi; }
 BENCH_RUNS := $(if $(SYNTH),,methods.dreamhead.stage1=$(RUN) methods.dreamhead.stage2=$(RUN) \
-	methods.stage2_gt_landmarks.stage2=$(RUN))
+	methods.stage2_gt_landmarks.stage2=$(RUN) methods.dreamtalk.stage2=$(RUN) methods.dreamtalk.checkpoints.dreamtalk=$(RUN))
 
 train-stage1: $(STAMP)
 	@$(NEED_DATA)
@@ -114,12 +115,20 @@ train-emotion: $(STAMP)
 	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train emotion --if-needed $(DATA_ARG) $(ARGS)
 
+# A baseline's parts in order (python -m dreamhead_lit.train --method NAME): each finished part is kept, an interrupted
+# one resumed. DreamTalk†: lip expert -> denoiser with it -> style predictor, all under runs/<part>/$(RUN).
+train-dreamtalk: $(STAMP)
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train --method dreamtalk --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
+
+baselines: train-dreamtalk
+
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
 # faces, and its emotion classifier: real data without emotion labels leaves that column n/a); paper uses dlib + the
 # official SyncNet, falling back to the trained expert where it exists (MEAD: make train-emotion DATA=data/mead first).
 bench: $(STAMP)
 	@$(NEED_DATA)
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion) train-syncnet ARGS=)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion) train-syncnet baselines ARGS=)
 	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(BENCH_RUNS) $(ARGS)
 
 # python -m dreamhead_lit.ablate --list names the components; DROP takes several ("temporal_smooth cfg").

@@ -277,10 +277,12 @@ def test_missing_weights_are_na_with_the_file_name_and_an_error_under_strict(tin
 
 def test_config_files_load_and_name_their_methods():
     demo = load_bench_config("bench/demo.yaml", ["max_clips=2"])
-    assert set(demo.methods) == {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead"}
+    assert set(demo.methods) == {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead", "dreamtalk"}
+    assert demo.methods.dreamtalk.options.style_source == "other_identity_same_emotion"
     assert demo.methods.dreamhead.protocol == "dubbing" and demo.max_clips == 2
     paper = load_bench_config("bench/paper.yaml", ["data=mead"])
-    assert paper.data.root == "data/mead" and paper.methods.dreamtalk.uses_source_video is False
+    assert paper.data.root == "data/mead" and paper.methods.dreamtalk_official.uses_source_video is True
+    assert paper.methods.dreamtalk.kind == "dreamtalk" and paper.methods.dreamtalk_official.kind == "folder"
     with pytest.raises(Exception, match="methods.dreamhead.nope"):
         load_bench_config("bench/demo.yaml", ["methods.dreamhead.nope=1"])
 

@@ -114,7 +114,27 @@ class ModelSpec:
         return load_module(self.module_class(), path).eval()
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A method made of several registered models trained in order (a baseline's parts: DreamTalk's lip expert, then
+    its denoiser with that expert, then its style predictor on that denoiser): what ``python -m dreamhead_lit.train
+    --method NAME`` trains. Each part is ``(model, overrides)``; ``{run}`` in an override is the run name the recipe
+    is trained under (every part's run gets that name), which is how a part names the run of an earlier one."""
+
+    name: str
+    parts: tuple[tuple[str, tuple[str, ...]], ...]
+    description: str = ""
+
+    def overrides(self, model: str, run: str) -> list[str]:
+        return [o.format(run=run) for m, extra in self.parts if m == model for o in extra]
+
+    @property
+    def models(self) -> list[str]:
+        return [m for m, _ in self.parts]
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
+_RECIPES: dict[str, Recipe] = {}
 _discovered = False
 
 
@@ -128,6 +148,26 @@ def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
 
 def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add a method's training recipe (its parts must be registered models when it is used)."""
+    if recipe.name in _RECIPES and _RECIPES[recipe.name] != recipe:
+        raise RegistryError(f"a recipe named {recipe.name!r} is already registered")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def recipe(name: str) -> Recipe:
+    discover()
+    if name not in _RECIPES:
+        raise RegistryError(f"no method recipe named {name!r}; registered: {', '.join(sorted(_RECIPES)) or 'none'}")
+    return _RECIPES[name]
+
+
+def recipes() -> list[str]:
+    discover()
+    return sorted(_RECIPES)
 
 
 def discover() -> None:

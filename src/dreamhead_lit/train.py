@@ -4,6 +4,7 @@
     python -m dreamhead_lit.train stage1 --size demo [key=value ...]
     python -m dreamhead_lit.train syncnet --if-needed data.root=data/mine           # a dataset's own sync expert
     python -m dreamhead_lit.train stage1 --size demo name=myrun ckpt_path=last      # resume an interrupted run
+    python -m dreamhead_lit.train --method dreamtalk --size demo                    # every part of a method, in order
     python -m dreamhead_lit.train --list                                            # every registered model
 
 It parses arguments and calls :func:`dreamhead_lit.training.fit`; the run directory ``runs/<model>/<name>/`` (see
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .checkpoints import CheckpointError
 from .config import ConfigError, load_config
 from .data.clip import ClipError
 from .lit.guards import NonFiniteError
-from .registry import RegistryError, get, names
+from .registry import RegistryError, get, names, recipe, recipes
 from .training import fit, fit_if_needed
 
 
@@ -29,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                "starts a new run under runs_root. model.vae_checkpoint (stage 2's latent codec) is different: a "
                "TorchScript file is code and runs when loaded, so use only files you trust.")
     parser.add_argument("model", nargs="?", help=f"a registered model: {', '.join(names())}")
+    parser.add_argument("--method", help=f"train every missing part of a method in order ({', '.join(recipes())}); "
+                        "overrides apply to every part, MODEL:key=value to one (dreamtalk:trainer.max_steps=10); "
+                        "finished parts are kept, interrupted ones resumed")
     parser.add_argument("--list", action="store_true", help="list the registered models and exit")
     parser.add_argument("--size", default="demo",
                         help="experiments/<model>/<size>.yaml (demo or paper; the scorers have one config)")
@@ -40,13 +45,51 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for name in names():
             print(f"{name:<12} {get(name).description}")
+        for name in recipes():
+            print(f"--method {name:<12} {recipe(name).description}: {' -> '.join(recipe(name).models)}")
         return 0
+    if args.method:
+        if args.model and "=" not in args.model:
+            parser.error("give a model or --method, not both")
+        overrides = [args.model, *args.overrides] if args.model else args.overrides  # the first override, parsed as
+        return _run(lambda: train_method(args.method, args.size, overrides))  # the positional model
     if not args.model:
         parser.error(f"name a model to train: {', '.join(names())}")
-    try:
+    def one() -> None:
         spec = get(args.model)
         cfg = load_config(args.config or spec.config_file(args.size), args.overrides, schema=spec.schema_class())
         (fit_if_needed if args.if_needed else fit)(spec.name, cfg)
+
+    return _run(one)
+
+
+def train_method(method: str, size: str, overrides: list[str]) -> list[Path]:
+    """Every part of ``method``'s recipe in order, each trained only if needed (a finished run is kept, an
+    interrupted one resumed), under one run name (``name=``, default ``size``); returns the parts' run folders."""
+    r = recipe(method)
+    shared = [o for o in overrides if not _part_override(o, r)]
+    run = next((o.split("=", 1)[1] for o in reversed(shared) if o.startswith("name=")), size)
+    done = []
+    for i, model in enumerate(r.models, 1):
+        spec = get(model)
+        own = [o.split(":", 1)[1] for o in overrides if _part_override(o, r) and o.split(":", 1)[0] == model]
+        print(f"[{method} {i}/{len(r.models)}] {model} (run {run})", flush=True)
+        cfg = load_config(spec.config_file(size), [*r.overrides(model, run), *shared, f"name={run}", *own],
+                          schema=spec.schema_class())
+        done.append(fit_if_needed(spec.name, cfg))
+    return done
+
+
+def _part_override(item: str, r) -> bool:
+    """``MODEL:key=value`` for one of the recipe's parts."""
+    head = item.split("=", 1)[0]
+    return ":" in head and head.split(":", 1)[0] in r.models
+
+
+def _run(work) -> int:
+    """The CLI's errors: a message and exit code 2 (1 for a diverged run), no traceback."""
+    try:
+        work()
     except (ConfigError, ClipError, FileNotFoundError, CheckpointError, RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ Registered here: ``dreamtalk`` (the denoising network with its style encoder; it
 trained expert for the sync loss) and ``dreamtalk_lip_expert``, configured by ``experiments/<name>/{demo,paper}.yaml``:
 ``python -m dreamhead_lit.train dreamtalk_lip_expert --size demo``, then ``dreamtalk lip_expert.checkpoint=demo``.
 """
-from ...registry import ModelSpec, register
+from ...registry import ModelSpec, Recipe, register, register_recipe
 
 _PACKAGE = __name__
 
@@ -37,5 +37,8 @@ register(ModelSpec(
     "dreamtalk_lip_expert", f"{_PACKAGE}.lip_expert:LipExpertConfig", f"{_PACKAGE}.lip_expert:LipExpertModule",
     f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/sync_acc", mode="max",
     description="DreamTalk†: lip expert (lower-face motion + audio (+ style clip) -> sync probability)"))
+register_recipe(Recipe(
+    "dreamtalk", parts=(("dreamtalk_lip_expert", ()), ("dreamtalk", ("lip_expert.checkpoint={run}",))),
+    description="DreamTalk†: the lip expert, then the denoiser trained with it"))
 
 from . import bench as _bench  # noqa: E402,F401  registers the bench's "dreamtalk" method kind
