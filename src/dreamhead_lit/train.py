@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .checkpoints import CheckpointError
 from .config import ConfigError, load_config
 from .data.clip import ClipError
 from .lit.guards import NonFiniteError
 from .registry import RegistryError, get, names, recipe, recipes
-from .training import fit, fit_if_needed
+from .training import fit, fit_if_needed, fit_method
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model and "=" not in args.model:
             parser.error("give a model or --method, not both")
         overrides = [args.model, *args.overrides] if args.model else args.overrides  # the first override, parsed as
-        return _run(lambda: train_method(args.method, args.size, overrides))  # the positional model
+        return _run(lambda: fit_method(args.method, args.size, overrides))  # the positional model
     if not args.model:
         parser.error(f"name a model to train: {', '.join(names())}")
     def one() -> None:
@@ -61,29 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         (fit_if_needed if args.if_needed else fit)(spec.name, cfg)
 
     return _run(one)
-
-
-def train_method(method: str, size: str, overrides: list[str]) -> list[Path]:
-    """Every part of ``method``'s recipe in order, each trained only if needed (a finished run is kept, an
-    interrupted one resumed), under one run name (``name=``, default ``size``); returns the parts' run folders."""
-    r = recipe(method)
-    shared = [o for o in overrides if not _part_override(o, r)]
-    run = next((o.split("=", 1)[1] for o in reversed(shared) if o.startswith("name=")), size)
-    done = []
-    for i, model in enumerate(r.models, 1):
-        spec = get(model)
-        own = [o.split(":", 1)[1] for o in overrides if _part_override(o, r) and o.split(":", 1)[0] == model]
-        print(f"[{method} {i}/{len(r.models)}] {model} (run {run})", flush=True)
-        cfg = load_config(spec.config_file(size), [*r.overrides(model, run), *shared, f"name={run}", *own],
-                          schema=spec.schema_class())
-        done.append(fit_if_needed(spec.name, cfg))
-    return done
-
-
-def _part_override(item: str, r) -> bool:
-    """``MODEL:key=value`` for one of the recipe's parts."""
-    head = item.split("=", 1)[0]
-    return ":" in head and head.split(":", 1)[0] in r.models
 
 
 def _run(work) -> int:
