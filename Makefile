@@ -10,7 +10,7 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk baselines \
+	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk baselines bench-dreamtalk \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
 help:
@@ -122,6 +122,14 @@ train-dreamtalk: $(STAMP)
 	$(PY) -m dreamhead_lit.train --method dreamtalk --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
 
 baselines: train-dreamtalk
+
+# DreamTalk†'s orderings (experiments/bench/dreamtalk.yaml): the lip-expert variants trained, then the variant rows
+bench-dreamtalk: train-dreamtalk
+	$(MAKE) --no-print-directory train-landmarker train-emotion train-syncnet ARGS=
+	$(PY) -m dreamhead_lit.train dreamtalk --size demo --if-needed name=demo-lip_none
+	$(PY) -m dreamhead_lit.train dreamtalk_lip_expert --size demo --if-needed name=demo-lip_unconditional model.variant=unconditional
+	$(PY) -m dreamhead_lit.train dreamtalk --size demo --if-needed name=demo-lip_unconditional lip_expert.checkpoint=demo-lip_unconditional
+	$(PY) -m dreamhead_lit.bench --config bench/dreamtalk.yaml $(ARGS)
 
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
 # faces, and its emotion classifier: real data without emotion labels leaves that column n/a); paper uses dlib + the
