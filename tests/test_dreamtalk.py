@@ -94,6 +94,13 @@ def test_guidance_scale_zero_ignores_the_style_clip(dm):
                                                 generator=torch.Generator().manual_seed(3))
     assert torch.equal(run(batch, 0.0), run(other, 0.0))
     assert not torch.allclose(run(batch, 2.0), run(other, 2.0))  # with guidance the style clip matters
+    # the null style ("none": no style reference) is the unconditional model whatever the scale; a given code is used
+    none = module.sample_motion(batch, style="none", guidance_scale=2.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(none, run(batch, 0.0))
+    with torch.no_grad():
+        code = module.style_code(batch)
+    given = module.sample_motion(batch, style=code, guidance_scale=2.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(given, run(batch, 2.0))
 
 
 def test_denoiser_overfits_one_batch(dm, test_seed):
