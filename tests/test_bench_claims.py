@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from dreamhead_lit.bench import GroundTruthMethod, MethodConfig, StaticReferenceMethod, bench_context, run_bench
-from dreamhead_lit.bench.claims import (NOT_COMPARABLE, ReferenceError, applicable, check_claim, check_orderings,
+from dreamhead_lit.bench.claims import (NOT_COMPARABLE, ReferenceFileError, applicable, check_claim, check_orderings,
                                         load_reference, load_references, reference_dir, render_orderings)
 from dreamhead_lit.bench.report import (BY_SPLIT_COLUMNS, TABLE_COLUMNS, by_split_rows, describe_splits,
                                         render_by_split)
@@ -81,11 +81,11 @@ def test_reference_file_loads_and_every_value_has_its_provenance(dreamtalk, tmp_
     # a value without its provenance is refused, naming the entry
     bad = tmp_path / "bad.yaml"
     bad.write_text("paper: P\narxiv: '1'\nkind: k\nreported:\n  - {table: T, column: C, dataset: D, value: 1}\n")
-    with pytest.raises(ReferenceError, match=r"reported\[0\] lacks \['row'\]"):
+    with pytest.raises(ReferenceFileError, match=r"reported\[0\] lacks \['row'\]"):
         load_reference(bad)
     bad.write_text("paper: P\narxiv: '1'\nkind: k\nclaims:\n  - {id: c, statement: s, source: t, column: x, "
                    "among: {kind: k}, vary: v, order: 'a > b < c'}\n")
-    with pytest.raises(ReferenceError, match="mixes directions"):
+    with pytest.raises(ReferenceFileError, match="mixes directions"):
         load_reference(bad)
 
 

@@ -54,7 +54,7 @@ BOUNDS = {"emotion_acc": ("emotion_acc_gt_frames", near_chance)}
 _VALUE_KEYS = ("table", "row", "column", "dataset", "value")
 
 
-class ReferenceError(ValueError):
+class ReferenceFileError(ValueError):
     """A reference file is malformed; the message names the file and the entry."""
 
 
@@ -142,9 +142,9 @@ def _parse_order(text: str, where: str) -> tuple[tuple[str, ...], tuple[str, ...
     tokens = _SPLIT.split(str(text).strip())
     levels, relations = tuple(tokens[0::2]), tuple(_RELATIONS[t] for t in tokens[1::2])
     if len(levels) < 2 or any(not x for x in levels):
-        raise ReferenceError(f"{where}: order {text!r} is not a chain like 'a > b > c'")
+        raise ReferenceFileError(f"{where}: order {text!r} is not a chain like 'a > b > c'")
     if len({r in "<≲" for r in relations}) > 1:
-        raise ReferenceError(f"{where}: order {text!r} mixes directions; write it one way (all < / ≲ or all > / ≳)")
+        raise ReferenceFileError(f"{where}: order {text!r} mixes directions; write it one way (all < / ≲ or all > / ≳)")
     return levels, relations
 
 
@@ -152,25 +152,25 @@ def _claim(entry: dict, where: str) -> Claim:
     need = ("id", "statement", "source", "column")
     missing = [k for k in need if not entry.get(k)]
     if missing:
-        raise ReferenceError(f"{where}: claim {entry.get('id', '?')!r} lacks {missing}")
+        raise ReferenceFileError(f"{where}: claim {entry.get('id', '?')!r} lacks {missing}")
     where = f"{where}: claim {entry['id']!r}"
     rows = {str(k): dict(v) for k, v in (entry.get("rows") or {}).items()}
     vary = entry.get("vary")
     if bool(rows) == bool(vary):
-        raise ReferenceError(f"{where}: give either `among` + `vary` (rows that vary one fact) or `rows` (named rows)")
+        raise ReferenceFileError(f"{where}: give either `among` + `vary` (rows that vary one fact) or `rows` (named rows)")
     levels: tuple[Any, ...] = ()
     relations: tuple[str, ...] = ()
     trend = entry.get("trend")
     if trend is not None:
         if trend != "increasing" or rows:
-            raise ReferenceError(f"{where}: trend must be 'increasing', with `vary`")
+            raise ReferenceFileError(f"{where}: trend must be 'increasing', with `vary`")
     else:
         if "order" not in entry:
-            raise ReferenceError(f"{where}: needs `order` (a chain like 'a > b > c') or `trend`")
+            raise ReferenceFileError(f"{where}: needs `order` (a chain like 'a > b > c') or `trend`")
         levels, relations = _parse_order(entry["order"], where)
         unknown = [x for x in levels if rows and x not in rows]
         if unknown:
-            raise ReferenceError(f"{where}: order names {unknown}, which `rows` does not define ({sorted(rows)})")
+            raise ReferenceFileError(f"{where}: order names {unknown}, which `rows` does not define ({sorted(rows)})")
     return Claim(id=str(entry["id"]), statement=" ".join(str(entry["statement"]).split()), source=str(entry["source"]),
                  column=str(entry["column"]), among=dict(entry.get("among") or {}), vary=vary, rows=rows,
                  levels=levels, relations=relations, trend=trend, tolerance=float(entry.get("tolerance", 0.0)),
@@ -181,25 +181,25 @@ def load_reference(path: str | Path) -> Reference:
     """Read and check one reference file (every value with its provenance, every claim in a checkable form).
 
     Raises:
-        ReferenceError: a missing field, a value that is not a number, an order that is not a chain.
+        ReferenceFileError: a missing field, a value that is not a number, an order that is not a chain.
     """
     import yaml
 
     path = Path(path)
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
-        raise ReferenceError(f"{path}: not a mapping")
+        raise ReferenceFileError(f"{path}: not a mapping")
     for k in ("paper", "arxiv", "kind"):
         if not data.get(k):
-            raise ReferenceError(f"{path}: needs `{k}`")
+            raise ReferenceFileError(f"{path}: needs `{k}`")
     columns = {str(k): str(v) for k, v in (data.get("columns") or {}).items()}
     values = []
     for i, v in enumerate(data.get("reported") or []):
         missing = [k for k in _VALUE_KEYS if v.get(k) in (None, "")]
         if missing:
-            raise ReferenceError(f"{path}: reported[{i}] lacks {missing} (each value needs {list(_VALUE_KEYS)})")
+            raise ReferenceFileError(f"{path}: reported[{i}] lacks {missing} (each value needs {list(_VALUE_KEYS)})")
         if not isinstance(v["value"], (int, float)) or isinstance(v["value"], bool):
-            raise ReferenceError(f"{path}: reported[{i}] value {v['value']!r} is not a number")
+            raise ReferenceFileError(f"{path}: reported[{i}] value {v['value']!r} is not a number")
         values.append(ReportedValue(paper=str(data["paper"]), arxiv=str(data["arxiv"]), table=str(v["table"]),
                                     row=str(v["row"]), column=str(v["column"]), dataset=str(v["dataset"]),
                                     value=float(v["value"]), ours=columns.get(str(v["column"]))))
