@@ -1,17 +1,20 @@
 """The bench's outputs: the table rows and per-clip rows, the markdown report, and the files under the results
-folder (``table.md``, ``table.csv``, ``results.json``, ``per_clip.csv``, ``tensorboard/``)."""
+folder (``table.md``, ``table.csv``, ``results.json``, ``per_clip.csv``, ``by_split.csv`` when the clips come from
+more than one split, ``tensorboard/``). Paper-reported numbers and the orderings check come from :mod:`.claims` and
+appear only in their own sections of ``table.md`` and in ``results.json``, never in the ranked table or table.csv."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import resolve_path
-from ..data.clip import atomic_write_text
+from ..data.clip import atomic_write_text, read_index
+from . import claims as claims_mod
 from ..metrics.emotion import near_chance as emotion_near_chance
 from ..models.emotion import emotion_label
 from .clips import TestClip
@@ -37,6 +40,13 @@ PER_CLIP_COLUMNS = (
     "emotion_pred",
 )
 NA = "n/a"
+# by_split.csv: per (method, split), the per-clip means of the per-clip metric columns (FID is not per clip: left out;
+# sync_abs_offset is the mean of |sync_offset|)
+BY_SPLIT_VALUE_COLUMNS = (
+    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "jitter_ratio", "lse_c", "lse_d",
+    "sync_abs_offset", "csim", "emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames",
+)
+BY_SPLIT_COLUMNS = ("method", "label", "split", "split_is", "clips", "clips_expected", *BY_SPLIT_VALUE_COLUMNS)
 # Table headings: (column, heading, higher is better; None: closest to 1 is best)
 TABLE_HEADINGS = (
     ("ssim", "SSIM", True), ("psnr", "PSNR", True), ("ssim_mouth", "SSIM-m", True), ("psnr_mouth", "PSNR-m", True),
@@ -56,6 +66,11 @@ class BenchResult:
     per_clip: list[dict[str, Any]]  # per_clip.csv rows
     stats: dict[str, dict[str, int]]  # method -> {"computed", "cached", "generated", "errors"} summed over ranks
     markdown: str
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> Method.facts() (skipped: its kind)
+    reported: list[claims_mod.Reference] = field(default_factory=list)  # the papers' reference files in use
+    orderings: list[claims_mod.ClaimResult] = field(default_factory=list)  # their claims checked on the table
+    by_split: list[dict[str, Any]] = field(default_factory=list)  # by_split.csv rows (empty: one split)
+    splits: dict[str, str] = field(default_factory=dict)  # split -> what it is (unseen / seen identities ...)
 
 
 def _finite(x: Any) -> Any:
@@ -92,9 +107,106 @@ def per_clip_row(entry: dict[str, Any]) -> dict[str, Any]:
     return {c: _cell(entry.get(c, "")) for c in PER_CLIP_COLUMNS}
 
 
+def na_reasons(scorer: Scorer) -> dict[str, str]:
+    """Why each value column of the table is n/a in this bench (not measured, or its metric unavailable)."""
+    out = {}
+    missing = scorer.unavailable()
+    for metric, cols in _VALUE_COLUMNS.items():
+        if metric not in scorer.requested:
+            reason = f"not measured by this bench: add {metric} to its metrics"
+        elif metric in missing:
+            reason = missing[metric].splitlines()[0] if missing[metric] else "not available"
+        else:
+            continue
+        out.update({c: reason for c in cols})
+    return out
+
+
+def describe_splits(root: Path, splits: list[str], train_split: str) -> dict[str, str]:
+    """What each test split is, from the dataset's index: its identities against those of ``train_split`` (unseen,
+    seen, or partly seen); the bare split name where the dataset has no train clips to tell."""
+    records = read_index(root)
+    train = {r.identity for r in records if r.split == train_split}
+    out = {}
+    for split in splits:
+        ids = {r.identity for r in records if r.split == split}
+        seen = ids & train
+        if not train or not ids:
+            out[split] = split
+        elif not seen:
+            out[split] = f"unseen identities ({len(ids)}, none in {train_split})"
+        elif seen == ids:
+            out[split] = f"seen identities ({len(ids)}, all in {train_split})"
+        else:
+            out[split] = f"{len(seen)} of {len(ids)} identities seen in {train_split}"
+    return out
+
+
+def _value(v: Any) -> float | None:
+    if v in ("", None, NA):
+        return None
+    x = float(v)
+    return None if math.isnan(x) else x
+
+
+def by_split_rows(per_clip: list[dict[str, Any]], table: list[dict[str, Any]], splits: dict[str, str],
+                  scorer: Scorer) -> list[dict[str, Any]]:
+    """by_split.csv: one row per (method, split) -- ``splits``: split -> what it is, in table order -- with the mean
+    over the split's scored clips of each per-clip metric column (n/a where no clip has a value). FID is not a per-clip
+    number and is left out."""
+    measured = {c for m in scorer.available if m != "fid" for c in _VALUE_COLUMNS[m]}
+    if "sync" in scorer.available:
+        measured.add("sync_abs_offset")
+    labels = {r["method"]: r["label"] for r in table}
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in per_clip):
+        for split, what in splits.items():
+            mine = [r for r in per_clip if r["method"] == method and r["split"] == split]
+            if not mine:
+                continue
+            ok = [r for r in mine if r["status"] == "ok"]
+            row: dict[str, Any] = {"method": method, "label": labels.get(method, method), "split": split,
+                                   "split_is": what, "clips": len(ok), "clips_expected": len(mine)}
+            for col in BY_SPLIT_VALUE_COLUMNS:
+                if col not in measured:
+                    row[col] = ""
+                    continue
+                src = "sync_offset" if col == "sync_abs_offset" else col
+                xs = [x for x in (_value(r.get(src)) for r in ok) if x is not None]
+                if col == "sync_abs_offset":
+                    xs = [abs(x) for x in xs]
+                row[col] = round(sum(xs) / len(xs), 6) if xs else NA
+            rows.append(row)
+    return rows
+
+
+def render_by_split(rows: list[dict[str, Any]], splits: dict[str, str]) -> list[str]:
+    """The "By split" section (markdown lines)."""
+    if not rows:
+        return []
+    cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if c in BY_SPLIT_VALUE_COLUMNS and any(r[c] != "" for r in rows)]
+    head = ["method", "split", "clips"] + [_heading(h, hib) for _, h, hib in cols]
+    lines = ["## By split", "",
+             "Per-clip means over each split's scored clips: " + "; ".join(f"`{s}` = {w}" for s, w in splits.items())
+             + ". Unweighted by frames, so a column that the ranked table averages over frames (SSIM, PSNR, LPIPS, "
+             "CSIM) can differ slightly from it there; FID is not a per-clip number and is left out (by_split.csv).",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], f"{r['split']} ({r['split_is'].split(' (')[0]})" if r["split_is"] != r["split"]
+                 else r["split"], f"{r['clips']}/{r['clips_expected']}"]
+        cells += [_fmt(r[c], c) for c, _, _ in cols]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
 def arrow(higher_is_better: bool | None) -> str:
     """The heading's direction mark: higher, lower or closest to 1 is best."""
     return {True: "↑", False: "↓", None: "→1"}[higher_is_better]
+
+
+def _heading(heading: str, higher_is_better: bool | None) -> str:
+    """A markdown table heading with its arrow; a '|' in it (``|offset|``) escaped so it does not split the cell."""
+    return f"{heading} {arrow(higher_is_better)}".replace("|", "\\|")
 
 
 def _fmt(v: Any, col: str) -> str:
@@ -111,10 +223,13 @@ def _fmt(v: Any, col: str) -> str:
 
 def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestClip], table: list[dict],
                     scorer: Scorer, notes: dict[str, str], skipped: dict[str, tuple[MethodConfig, str]],
-                    fid_values: dict, world: int) -> str:
-    """table.md: the table (columns of the requested metrics), then the protocols, the settings and what was n/a."""
+                    fid_values: dict, world: int, *, by_split: list[dict] | None = None,
+                    split_names: dict[str, str] | None = None, reported: list[claims_mod.Reference] | None = None,
+                    orderings: list[claims_mod.ClaimResult] | None = None) -> str:
+    """table.md: the table (columns of the requested metrics), then the protocols, the settings and what was n/a;
+    then, when given, the per-split table, the papers' numbers "as reported" and the orderings check."""
     cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)]
-    head = ["method", "protocol", "source video", "clips"] + [f"{h} {arrow(hib)}" for _, h, hib in cols]
+    head = ["method", "protocol", "source video", "clips"] + [_heading(h, hib) for _, h, hib in cols]
     lines = [f"# Benchmark `{cfg.name}` on {dataset}: {', '.join(splits)} ({len(clips)} clips)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
@@ -167,6 +282,10 @@ def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestC
         for m, reason in missing.items():
             body = reason.replace("\n", "\n    ")
             lines.append(f"- {m}: {body}")
+    for section in (render_by_split(by_split or [], split_names or {}), claims_mod.render_reported(reported or []),
+                    claims_mod.render_orderings(orderings or [])):
+        if section:
+            lines += ["", *section]
     return "\n".join(lines)
 
 
@@ -206,6 +325,10 @@ def write_outputs(out: Path, cfg: Any, result: BenchResult, scorer: Scorer, note
     atomic_write_text(out / "table.md", result.markdown + "\n")
     atomic_write_text(out / "table.csv", csv_text(result.table, TABLE_COLUMNS))
     atomic_write_text(out / "per_clip.csv", csv_text(result.per_clip, PER_CLIP_COLUMNS))
+    if result.by_split:
+        atomic_write_text(out / "by_split.csv", csv_text(result.by_split, BY_SPLIT_COLUMNS))
+    else:
+        (out / "by_split.csv").unlink(missing_ok=True)  # left by an earlier run over several splits
     results = {
         "name": cfg.name, "dataset": out.parent.name, "data_root": str(resolve_path(cfg.data.root)),
         "splits": list(cfg.data.test_splits), "clips": [c.id for c in clips], "world_size": world,
@@ -216,7 +339,11 @@ def write_outputs(out: Path, cfg: Any, result: BenchResult, scorer: Scorer, note
         "protocols": notes,
         "fid": {k: {kk: _finite(vv) for kk, vv in v.items()} for k, v in fid_values.items()},
         "stats": result.stats,
-        "methods": {r["method"]: {k: (None if v == NA else v) for k, v in r.items()} for r in result.table},
+        "methods": {r["method"]: {**{k: (None if v == NA else v) for k, v in r.items()},
+                                  "facts": result.facts.get(r["method"], {"kind": r["kind"]})} for r in result.table},
+        "by_split": {"splits": result.splits, "columns": list(BY_SPLIT_COLUMNS),
+                     "rows": [{k: (None if v == NA else v) for k, v in r.items()} for r in result.by_split]},
+        **claims_mod.as_json(result.reported, result.orderings),
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     if cfg.tensorboard:

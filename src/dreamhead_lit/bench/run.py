@@ -17,7 +17,9 @@ from .cache import ResultCache, digest, load_features, load_row, save_features, 
 from .clips import TestClip, select_clips
 from .config import BenchError, MethodConfig, MethodUnavailable
 from .methods import METHOD_KINDS, BenchContext, Method, build_method
-from .report import BenchResult, per_clip_row, render_markdown, table_row, write_outputs
+from .claims import applicable, check_orderings, load_references
+from .report import (BenchResult, by_split_rows, describe_splits, na_reasons, per_clip_row, render_markdown, table_row,
+                     write_outputs)
 from .scorer import Backends, Scorer, aligned
 from .shard import barrier, check_each_once, distributed, gather, share
 
@@ -98,12 +100,22 @@ def _run(cfg: Any, backends: Backends | None, injected: dict[str, Method] | None
     fid_values = _fid_values(scoring.fids)
     table = _table(methods, skipped, rows, fid_values, scorer, len(clips))
     notes = {name: m.describe() for name, m in methods.items()}
-    markdown = render_markdown(cfg, dataset, splits, clips, table, scorer, notes, skipped, fid_values, world)
-    result = BenchResult(out, table, [per_clip_row(r) for r in rows], stats, markdown)
+    facts = {name: m.facts() for name, m in methods.items()}
+    facts.update({name: {"kind": mcfg.kind} for name, (mcfg, _) in skipped.items()})
+    per_clip = [per_clip_row(r) for r in rows]
+    split_names = describe_splits(ctx.data_root, splits, cfg.data.train_split)
+    by_split = by_split_rows(per_clip, table, split_names, scorer) if len(splits) > 1 else []
+    references = applicable(load_references(), facts)  # a paper's file when the table has a row of its kind
+    orderings = check_orderings(references, table, facts, na_reasons(scorer))
+    markdown = render_markdown(cfg, dataset, splits, clips, table, scorer, notes, skipped, fid_values, world,
+                               by_split=by_split, split_names=split_names, reported=references, orderings=orderings)
+    result = BenchResult(out, table, per_clip, stats, markdown, facts=facts, reported=references, orderings=orderings,
+                         by_split=by_split, splits=split_names)
     if rank == 0:
         write_outputs(out, cfg, result, scorer, notes, fid_values, world, time.perf_counter() - start, clips)
         print(markdown)
-        print(f"\nwritten: {out}/{{table.md, table.csv, results.json, per_clip.csv}}")
+        extra = ", by_split.csv" if by_split else ""
+        print(f"\nwritten: {out}/{{table.md, table.csv, results.json, per_clip.csv{extra}}}")
     barrier(world)
     return result
 

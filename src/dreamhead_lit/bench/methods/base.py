@@ -100,6 +100,13 @@ class Method:
         """One sentence for the table's protocol notes."""
         return self.protocol
 
+    def facts(self) -> dict[str, Any]:
+        """What this method is, as the report compares methods: ``kind`` and the settings that make a variant of it
+        (JSON values). The orderings check compares only rows whose facts agree on everything but the one fact a
+        claim varies (``bench/claims.py``); results.json keeps them under ``methods.<name>.facts``. Unlike
+        :meth:`key`, no checkpoint fingerprints or seeds: two runs of one variant have the same facts."""
+        return {"kind": self.kind}
+
     def key(self) -> dict[str, Any]:
         return {"kind": self.kind}
 

@@ -161,6 +161,9 @@ class DreamHeadMethod(_StageMethod):
     def key(self) -> dict[str, Any]:
         return {**super().key(), "protocol": self.cfg.protocol, "emotion_label": self.cfg.emotion_label}
 
+    def facts(self) -> dict[str, Any]:
+        return {**super().facts(), "protocol": self.cfg.protocol, "emotion_label": bool(self.cfg.emotion_label)}
+
     def generate(self, clip: TestClip, out: Path) -> None:
         from ...pipeline import Reference
 
@@ -236,6 +239,9 @@ class AudioToImageMethod(DreamHeadMethod):
     @property
     def protocol(self) -> str:
         return "dubbing" if self.dubbing else "one-shot"
+
+    def facts(self) -> dict[str, Any]:
+        return {**super().facts(), "protocol": "dubbing" if self.dubbing else "one_shot"}
 
     @property
     def stage1(self) -> None:

@@ -78,6 +78,9 @@ class FolderMethod(Method):
     def key(self) -> dict[str, Any]:
         return {"kind": self.kind, "folder": str(self.folder)}
 
+    def facts(self) -> dict[str, Any]:
+        return {**super().facts(), "uses_source_video": bool(self.uses_source_video)}
+
     def clip_key(self, clip: TestClip) -> dict[str, Any]:
         path = self.folder / f"{clip.id}.mp4"
         return {"file": file_fingerprint(path)} if path.is_file() else {"file": None}
