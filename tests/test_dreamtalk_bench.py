@@ -82,6 +82,9 @@ def test_each_style_source_reaches_the_denoiser_and_the_rows_say_which(tiny_synt
     facts = {name: m.facts() for name, m in methods.items()}
     assert facts["none"] == {"kind": "dreamtalk", "lip_expert": "style", "style_source": "none", "guidance_scale": 2.0}
     assert "LEAKS" in result.markdown and "rendered by DreamHead stage 2" in result.markdown
+    for name in methods:  # the landmarks DreamTalk† drew, kept beside each video for the emotion column's motion reading
+        drawn = np.load(result.out_dir / "videos" / name / f"{clip.id}.landmarks68.npy")
+        assert drawn.shape == (12, 68, 2) and np.isfinite(drawn).all()
 
 
 def test_the_other_identity_style_clip_has_the_emotion_and_is_stable(tiny_synth, tmp_path, models):

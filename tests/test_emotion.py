@@ -22,6 +22,7 @@ from conftest import tiny_synth_config, train_scorer_cli
 from omegaconf import OmegaConf
 
 from dreamhead_lit.bench import Backends, BenchConfig, BenchError, run_bench
+from dreamhead_lit.bench.methods import StaticReferenceMethod, motion_landmarks_file, register_method
 from dreamhead_lit.config import ConfigError
 from dreamhead_lit.data.clip import EMOTIONS, ClipReader, read_index
 from dreamhead_lit.data.scorer_data import EmotionDataModule, EmotionWindows
@@ -191,6 +192,7 @@ def test_bench_column_scores_the_methods_landmarks_against_the_labels(tiny_synth
     neutral = np.mean([r.record.emotion == "neutral" for r in labelled])
     rows = {r["method"]: r for r in read_csv(result.out_dir / "table.csv")}
     for method in ("ground_truth", "static"):
+        assert rows[method]["emotion_acc_lm"] == "n/a"  # they make no landmarks of their own
         assert float(rows[method]["emotion_acc"]) == pytest.approx(neutral)
         assert float(rows[method]["emotion_acc_gt"]) == 1.0  # the ground-truth landmarks68 name every true emotion
         assert float(rows[method]["emotion_acc_gt_frames"]) == pytest.approx(neutral)  # the landmarker reads them
@@ -221,3 +223,26 @@ def test_bench_column_is_na_with_the_reason(tiny_synth, tmp_path):
     result = run_bench(bench_cfg(plain, tmp_path, max_clips=1, strict=True), backends=Backends(landmarker=landmarker))
     assert {r["emotion_acc"] for r in read_csv(result.out_dir / "table.csv")} == {"n/a"}
     assert "single emotion ('neutral') on all its 16 clips" in result.markdown
+
+
+@register_method("test_static_with_motion")
+class _StaticWithMotion(StaticReferenceMethod):
+    """The static frame, claiming the clip's true landmarks as the motion it drew (as a landmark-making method writes
+    them beside its video)."""
+
+    def generate(self, clip, out):
+        super().generate(clip, out)
+        np.save(motion_landmarks_file(out), clip.landmarks68.astype(np.float32))
+
+
+def test_the_motion_column_reads_the_landmarks_a_method_drew(tiny_synth, tmp_path):
+    backends = Backends(landmarker=(_FixedLandmarker(), "TEST fixed landmarker"),
+                        emotion_classifier=_LookupClassifier(tiny_synth))
+    cfg = bench_cfg(tiny_synth, tmp_path, methods={"moving": {"kind": "test_static_with_motion"}})
+    result = run_bench(cfg, backends=backends)
+    row = next(r for r in read_csv(result.out_dir / "table.csv") if r["method"] == "moving")
+    labelled = [r for r in readers(tiny_synth, "test")]
+    neutral = np.mean([r.record.emotion == "neutral" for r in labelled])
+    assert float(row["emotion_acc_lm"]) == 1.0  # its landmarks are the truth: every emotion named
+    assert float(row["emotion_acc"]) == pytest.approx(neutral)  # its frames are still the static frame
+    assert "Emotion (lm)" in result.markdown

@@ -98,10 +98,10 @@ def test_lightning_loaders_refuse_malicious_files(evil):
 
 
 def test_bench_stage2_settings_are_read_safely(evil):
-    from dreamhead_lit.bench.methods.dreamhead import _StageMethod
+    from dreamhead_lit.bench.methods.dreamhead import StageMethod
 
     tmp, marker = evil
-    method = _StageMethod.__new__(_StageMethod)
+    method = StageMethod.__new__(StageMethod)
     method._stage1 = method._stage2 = None
     method.ckpt2, method._ckpt_facts = _malicious(tmp / "m.ckpt", marker), {}
     with pytest.raises(CheckpointError):

@@ -27,7 +27,7 @@ import torch
 
 from .checkpoints import CheckpointError, header_model, safe_load
 from .data.audio import AudioError, load_audio
-from .data.clip import SAMPLES_PER_FRAME, ClipReader, ClipRecord, read_dataset_info, validate_clip
+from .data.clip import SAMPLES_PER_FRAME, ClipReader, ClipRecord, atomic_save_npy, read_dataset_info, validate_clip
 from .data.landmarks import LandmarkTopology, apply_affine, canonicalize, lower_face_mask, rasterize_landmarks
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -386,7 +386,8 @@ def emotion_index(emotion: str | None) -> int | None:
 
 
 def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarray, order: np.ndarray, rast, *,
-                      seed: int, sampler: str | None, steps: int | None, progress: bool, emotion: int | None):
+                      seed: int, sampler: str | None, steps: int | None, progress: bool, emotion: int | None,
+                      landmarks_out: str | Path | None = None):
     """Stage 1 on the audio, posed like the reference: a function from frame indices to their landmark images."""
     num_frames = len(order)
     info1 = a2l.data_info
@@ -403,6 +404,10 @@ def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarra
     full[:, idx1] = canon.cpu().numpy()
     # pose: the reference's, per frame when it moves
     pixels = apply_affine(full, to_image[order])  # (F, N, 2) crop pixels
+    if landmarks_out is not None:  # the 68 points drawn, for scoring the motion itself (the bench's emotion_acc_lm)
+        topo = info1.get("landmark_topology")
+        points68 = pixels if pixels.shape[1] == 68 or not topo else LandmarkTopology.from_json(topo).sparse(pixels)
+        atomic_save_npy(Path(landmarks_out), np.asarray(points68, dtype=np.float32))
     return lambda sel: rast(pixels[sel])  # rasterised a batch at a time: (F, L, H, W) for a long video is large
 
 
@@ -468,11 +473,13 @@ def generate(
     batch_size: int = 16,
     progress: bool = True,
     emotion: str | None = None,
+    landmarks_out: str | Path | None = None,
 ) -> Path:
     """Write a talking-head mp4 for ``audio`` in the reference's appearance. Returns the mp4 path.
 
     ``emotion``: one of MEAD's eight (``data.clip.EMOTIONS``) for a stage 1 trained with emotion codes; None speaks
-    with the emotion "unknown".
+    with the emotion "unknown". ``landmarks_out``: a ``.npy`` file that receives the 68 landmarks stage 1 made, as
+    drawn for stage 2 (``(F, 68, 2)`` pixels of the video).
 
     ``stage1`` / ``stage2`` are checkpoint paths or loaded modules. A stage-2 model trained with
     ``model.condition=audio`` (the ``landmark_hierarchy`` ablation) makes the frames from the audio directly and takes
@@ -527,7 +534,8 @@ def generate(
         targets = lambda sel: windows[sel]  # noqa: E731
     else:
         targets = _landmark_targets(a2l, info2, reference, samples, order, rast, seed=seed, sampler=sampler,
-                                    steps=steps, progress=progress, emotion=emotion_index(emotion))
+                                    steps=steps, progress=progress, emotion=emotion_index(emotion),
+                                    landmarks_out=landmarks_out)
     to_tensor = lambda f: torch.from_numpy(np.array(f)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731 (a copy)
     ref_frame = to_tensor(reference.frames[:1])
     ref_lm_image = rast(reference.landmarks[:1])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.clip import atomic_write_text
+from ..data.clip import atomic_save_npy, atomic_write_text
 
 CACHE_VERSION = 2  # bump when the scoring code changes what a cached per-clip row would contain
 
@@ -62,10 +61,7 @@ def save_row(path: Path, key: str, entry: dict[str, Any]) -> None:
 
 
 def save_features(path: Path, feats: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, feats.astype(np.float32))
-    os.replace(tmp, path)
+    atomic_save_npy(path, feats.astype(np.float32))
 
 
 def load_features(path: Path, frames: int) -> np.ndarray | None:

@@ -50,7 +50,7 @@ Verdict = Literal["✓", "✗", "unverified"]
 _RELATIONS = {"<": "<", ">": ">", "≲": "≲", "<~": "≲", "≳": "≳", ">~": "≳"}
 _SPLIT = re.compile(r"\s*(<~|>~|≲|≳|<|>)\s*")
 # A column whose ground-truth bound says whether the column can rank methods at all, and the test that it cannot.
-BOUNDS = {"emotion_acc": ("emotion_acc_gt_frames", near_chance)}
+BOUNDS = {"emotion_acc": ("emotion_acc_gt_frames", near_chance), "emotion_acc_lm": ("emotion_acc_gt", near_chance)}
 _VALUE_KEYS = ("table", "row", "column", "dataset", "value")
 
 

@@ -26,25 +26,27 @@ from .scorer import Scorer
 _VALUE_COLUMNS = {
     "ssim": ("ssim",), "psnr": ("psnr",), "ssim_mouth": ("ssim_mouth",), "psnr_mouth": ("psnr_mouth",),
     "lpips": ("lpips",), "lmd": ("lmd_mouth", "lmd_face", "jitter_ratio"), "sync": ("lse_c", "lse_d", "sync_abs_offset"),
-    "csim": ("csim",), "emotion": ("emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames"), "fid": ("fid",),
+    "csim": ("csim",), "emotion": ("emotion_acc", "emotion_acc_lm", "emotion_acc_gt", "emotion_acc_gt_frames"),
+    "fid": ("fid",),
 }
 TABLE_COLUMNS = (
     "method", "label", "kind", "protocol", "uses_source_video", "clips", "clips_expected", "frames",
     "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_unit", "jitter_ratio",
-    "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames", "status",
+    "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt",
+    "emotion_acc_gt_frames", "status",
 )
 PER_CLIP_COLUMNS = (
     "method", "split", "clip", "status", "frames", "frames_generated", "resized_from",
     "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_missing_frames", "jitter_ratio",
-    "lse_c", "lse_d", "sync_offset", "csim", "emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames",
-    "emotion_pred",
+    "lse_c", "lse_d", "sync_offset", "csim", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt",
+    "emotion_acc_gt_frames", "emotion_pred",
 )
 NA = "n/a"
 # by_split.csv: per (method, split), the per-clip means of the per-clip metric columns (FID is not per clip: left out;
 # sync_abs_offset is the mean of |sync_offset|)
 BY_SPLIT_VALUE_COLUMNS = (
     "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "jitter_ratio", "lse_c", "lse_d",
-    "sync_abs_offset", "csim", "emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames",
+    "sync_abs_offset", "csim", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt", "emotion_acc_gt_frames",
 )
 BY_SPLIT_COLUMNS = ("method", "label", "split", "split_is", "clips", "clips_expected", *BY_SPLIT_VALUE_COLUMNS)
 # Table headings: (column, heading, higher is better; None: closest to 1 is best)
@@ -53,7 +55,7 @@ TABLE_HEADINGS = (
     ("lpips", "LPIPS", False), ("lmd_mouth", "M-LMD", False), ("lmd_face", "F-LMD", False), ("jitter_ratio", "Jitter", None),
     ("lse_c", "LSE-C", True),
     ("lse_d", "LSE-D", False), ("sync_abs_offset", "|offset|", False), ("csim", "CSIM", True),
-    ("emotion_acc", "Emotion", True), ("fid", "FID", False),
+    ("emotion_acc", "Emotion", True), ("emotion_acc_lm", "Emotion (lm)", True), ("fid", "FID", False),
 )
 
 
@@ -308,7 +310,11 @@ def _emotion_note(label: str, clips: list[TestClip], table: list[dict]) -> str:
     return (f"- Emotion: {label}. Per clip 1 when the emotion it reads from the landmarks found on the method's frames "
             f"is the clip's label, else 0; mean over the clips with an emotion label (chance 1/8 = 0.125). Upper "
             f"bounds, the same classifier on the same frames' ground truth: {bounds}"
-            + (f". {unlabelled} of {len(clips)} clips have no emotion label: n/a, left out" if unlabelled else ""))
+            + (f". {unlabelled} of {len(clips)} clips have no emotion label: n/a, left out" if unlabelled else "")
+            + ". Emotion (lm): the same classifier on the landmarks the method itself generated before rendering "
+            "(DreamHead's stage 1, DreamTalk†'s motion; the stage-2 bound's are the truth): the motion model's emotion "
+            "with no renderer and no landmarker in between, bounded by the ground-truth landmarks' figure above; n/a "
+            "for methods that make no landmarks")
 
 
 def write_outputs(out: Path, cfg: Any, result: BenchResult, scorer: Scorer, notes: dict[str, str], fid_values: dict,

@@ -302,11 +302,14 @@ class Scorer:
             self._gt_read = {clip.id: self._landmarks(clip.frames)}  # one clip at a time
         return self._gt_read[clip.id]
 
-    def score(self, generated: np.ndarray, clip: TestClip, *, audio: np.ndarray | None = None) -> tuple[dict, dict]:
+    def score(self, generated: np.ndarray, clip: TestClip, *, audio: np.ndarray | None = None,
+              motion: np.ndarray | None = None) -> tuple[dict, dict]:
         """Score one generated clip against the ground truth: (row values, metric states).
 
         ``generated`` ``(T', H', W', 3)`` uint8; compared over ``min(T', T)`` frames, resized to the ground-truth size
         first when it differs. ``audio``: the track for the sync metrics (default: the clip's source audio).
+        ``motion``: the 68 landmarks ``(T', 68, 2)`` the method generated and rendered, in the video's pixels (the
+        emotion column's ``emotion_acc_lm``); None for methods that make none.
         """
         gt = clip.frames
         t = min(len(generated), len(gt))
@@ -341,7 +344,8 @@ class Scorer:
                 target = self._gt_frame_landmarks(clip) if self.cfg.lmd.target == "frames" else clip.landmarks68
                 m.update(gen_landmarks, target[:t], source_resolution=int(gt.shape[1]))
             elif name == "emotion":
-                m.update(gen_landmarks, clip.record.emotion, truth=lm68, truth_read=self._gt_frame_landmarks(clip)[:t])
+                m.update(gen_landmarks, clip.record.emotion, truth=lm68, truth_read=self._gt_frame_landmarks(clip)[:t],
+                         motion=None if motion is None else motion[:t])
                 row["emotion_pred"] = m.last_prediction
             elif name == "sync":
                 sound = clip.audio if audio is None else audio
@@ -370,7 +374,8 @@ class Scorer:
         if name == "sync":
             return {k: rep.get(k, float("nan")) for k in ("lse_c", "lse_d", "sync_abs_offset")}
         if name == "emotion":
-            return {k: rep.get(k, float("nan")) for k in ("emotion_acc", "emotion_acc_gt", "emotion_acc_gt_frames")}
+            return {k: rep.get(k, float("nan")) for k in ("emotion_acc", "emotion_acc_lm", "emotion_acc_gt",
+                                                          "emotion_acc_gt_frames")}
         return {name: rep.get(name, float("nan"))}
 
     def aggregate(self, states: list[dict[str, Any]]) -> dict[str, Any]:

@@ -119,6 +119,19 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file in the same folder: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -67,18 +67,24 @@ class EmotionMetric(ReportMixin, Metric):
     correct_gt_frames: Tensor
     clips: Tensor
     unlabelled: Tensor
+    correct_motion: Tensor
+    clips_motion: Tensor
 
     def __init__(self, classifier: EmotionClassifier, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.classifier = classifier
         self.last_prediction = ""
-        for name in ("correct", "correct_gt", "correct_gt_frames", "clips", "unlabelled"):
+        for name in ("correct", "correct_gt", "correct_gt_frames", "clips", "unlabelled", "correct_motion",
+                     "clips_motion"):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, landmarks68: np.ndarray, emotion: str, *, truth: np.ndarray, truth_read: np.ndarray) -> None:
+    def update(self, landmarks68: np.ndarray, emotion: str, *, truth: np.ndarray, truth_read: np.ndarray,
+               motion: np.ndarray | None = None) -> None:
         """Add one clip: the landmarks found on its generated frames ``(T, 68, 2)`` (NaN rows where no face was found),
         its emotion label, and for the same frames its ground-truth landmarks (``truth``) and the landmarks the same
-        landmarker found on the ground-truth frames (``truth_read``)."""
+        landmarker found on the ground-truth frames (``truth_read``); ``motion``: the landmarks the method itself
+        generated and rendered ``(T, 68, 2)`` pixels, when it makes landmarks (``emotion_acc_lm``: the motion model's
+        emotion with no renderer and no landmarker in between)."""
         label = emotion_label(emotion)
         self.last_prediction = ""
         if label is None:
@@ -90,6 +96,9 @@ class EmotionMetric(ReportMixin, Metric):
         self.correct_gt = self.correct_gt + int(predicted_emotion(self.classifier, truth) == label)
         self.correct_gt_frames = self.correct_gt_frames + int(predicted_emotion(self.classifier, truth_read) == label)
         self.clips = self.clips + 1
+        if motion is not None:
+            self.correct_motion = self.correct_motion + int(predicted_emotion(self.classifier, motion) == label)
+            self.clips_motion = self.clips_motion + 1
 
     def _accuracy(self, hits: Tensor) -> float:
         n = int(self.clips)
@@ -103,5 +112,7 @@ class EmotionMetric(ReportMixin, Metric):
     def _report_values(self) -> dict[str, float | int | str]:
         return {"emotion_acc": self._accuracy(self.correct), "emotion_acc_gt": self._accuracy(self.correct_gt),
                 "emotion_acc_gt_frames": self._accuracy(self.correct_gt_frames),
+                "emotion_acc_lm": (int(self.correct_motion) / int(self.clips_motion) if int(self.clips_motion)
+                                   else float("nan")),
                 "emotion_clips": int(self.clips), "emotion_unlabelled": int(self.unlabelled),
                 "emotion_classifier": self.classifier.name}

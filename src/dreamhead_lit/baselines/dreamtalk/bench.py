@@ -39,7 +39,7 @@ from ...bench.cache import file_fingerprint
 from ...bench.clips import TestClip
 from ...bench.config import MethodConfig, MethodUnavailable
 from ...bench.methods.base import BenchContext, find_checkpoint, register_method
-from ...bench.methods.dreamhead import _StageMethod
+from ...bench.methods.dreamhead import StageMethod
 from ...config import ConfigError
 
 # style_source -> how the table's protocol notes describe it
@@ -73,7 +73,7 @@ class DreamTalkMotion:
 
 
 @register_method("dreamtalk")
-class DreamTalkMethod(_StageMethod):
+class DreamTalkMethod(StageMethod):
     """Audio + style -> DreamTalk† landmarks -> DreamHead stage 2 -> mp4 (the table's DreamTalk† row)."""
 
     needs_stage1 = False

@@ -43,6 +43,12 @@ def find_checkpoint(spec: str | None, model: str, runs_root: str) -> Path:
         raise MethodUnavailable(f"no {model} checkpoint: train one with `{hint}` ({err})") from err
 
 
+def motion_landmarks_file(video: Path) -> Path:
+    """Beside a method's cached ``<clip>.mp4``: the 68 landmarks it generated and rendered, ``(T, 68, 2)`` pixels of
+    the video (written by methods that make landmarks; the emotion column's ``emotion_acc_lm`` reads them)."""
+    return video.with_suffix(".landmarks68.npy")
+
+
 def register_method(kind: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator adding a method kind to :data:`METHOD_KINDS` (the ``kind`` a bench config names)."""
 
@@ -127,6 +133,7 @@ class Method:
         if out.is_file() and sidecar.is_file() and sidecar.read_text().strip() == key:
             return out, False
         out.parent.mkdir(parents=True, exist_ok=True)
+        motion_landmarks_file(out).unlink(missing_ok=True)  # never a previous video's landmarks beside a new video
         self.generate(clip, out)
         atomic_write_text(sidecar, key + "\n")
         return out, True

@@ -16,10 +16,10 @@ from ...data.clip import ClipError
 from ..cache import file_fingerprint
 from ..clips import TestClip
 from ..config import MethodConfig, MethodUnavailable, Protocol
-from .base import BenchContext, Method, find_checkpoint, register_method
+from .base import BenchContext, Method, find_checkpoint, motion_landmarks_file, register_method
 
 
-class _StageMethod(Method):
+class StageMethod(Method):
     """Shared by the methods that run trained stages: checkpoint resolution, lazy loading, the pipeline call."""
 
     needs_stage1: ClassVar[bool] = True
@@ -79,7 +79,7 @@ class _StageMethod(Method):
     def key(self) -> dict[str, Any]:
         c = self.cfg
         key = {"kind": self.kind, "stage2": self._source(self._stage2, self.ckpt2), "sampler": c.sampler,
-               "steps": c.steps, "seed": c.seed}
+               "steps": c.steps, "seed": c.seed, "landmarks68": 1}  # videos since the landmarks file came with them
         if self.needs_stage1:
             key["stage1"] = self._source(self._stage1, self.ckpt1)
         return key
@@ -113,12 +113,15 @@ class _StageMethod(Method):
         return self._stage2_setting("mode")
 
     def _run_pipeline(self, clip: TestClip, out: Path, *, ref: Any, stage1: Any) -> None:
+        """``pipeline.generate`` for the clip; with a stage 1 (or a stand-in) the landmarks it drew are kept beside
+        the video (``motion_landmarks_file``) for the emotion column's motion reading."""
         from ...pipeline import generate
 
         c = self.cfg
         generate(audio=clip.audio, ref=ref, out=out, stage1=stage1, stage2=self.stage2, sampler=c.sampler,
                  steps=c.steps, seed=c.seed, batch_size=c.batch_size, progress=False,
-                 emotion=self.emotion_of(clip) if stage1 is not None else None)
+                 emotion=self.emotion_of(clip) if stage1 is not None else None,
+                 landmarks_out=motion_landmarks_file(out) if stage1 is not None else None)
 
     def emotion_of(self, clip: TestClip) -> str | None:
         """The clip's emotion label for stage 1 (``emotion_label``), or None ("unknown")."""
@@ -128,7 +131,7 @@ class _StageMethod(Method):
 
 
 @register_method("dreamhead")
-class DreamHeadMethod(_StageMethod):
+class DreamHeadMethod(StageMethod):
     """Audio -> stage 1 -> stage 2 -> mp4, by :func:`dreamhead_lit.pipeline.generate`."""
 
     def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, **modules: Any) -> None:
@@ -201,7 +204,7 @@ class GroundTruthLandmarks:
 
 
 @register_method("stage2_gt_landmarks")
-class Stage2GTLandmarksMethod(_StageMethod):
+class Stage2GTLandmarksMethod(StageMethod):
     """Ground-truth landmarks -> stage 2: what stage 2 can do with perfect landmarks (the stage-2 upper bound)."""
 
     needs_stage1 = False
