@@ -71,7 +71,8 @@ def test_reference_file_loads_and_every_value_has_its_provenance(dreamtalk, tmp_
                       ("lip expert: unconditional", "F-LMD"): 2.19, ("lip expert: style-aware (full)", "F-LMD"): 1.93}
     assert {c.id: c.column for c in dreamtalk.claims} == {
         "lip_expert_sync": "lse_c", "lip_expert_lmd": "lmd_face", "guidance_emotion": "emotion_acc",
-        "style_clip_vs_no_label": "emotion_acc"}
+        "style_clip_vs_no_label": "emotion_acc", "guidance_emotion_lm": "emotion_acc_lm",
+        "style_clip_vs_no_label_lm": "emotion_acc_lm"}
     # an installed package carries the reference files (setup.cfg package_data)
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
