@@ -9,10 +9,14 @@ it DreamTalk and what is substituted here).
 
 - ``lip_expert.py``: the lip expert (lower-face motion + audio (+ style clip) -> sync probability), frozen as the
   denoiser's sync loss.
+- ``style_predictor.py``: the diffusion style predictor (audio + the portrait's landmarks -> a trained denoiser's
+  style code, no style clip), for the bench's "predicted style" rows.
 
 Registered here: ``dreamtalk`` (the denoising network with its style encoder; its ``lip_expert:`` section names a
-trained expert for the sync loss) and ``dreamtalk_lip_expert``, configured by ``experiments/<name>/{demo,paper}.yaml``:
-``python -m dreamhead_lit.train dreamtalk_lip_expert --size demo``, then ``dreamtalk lip_expert.checkpoint=demo``.
+trained expert for the sync loss), ``dreamtalk_lip_expert`` and ``dreamtalk_style_predictor`` (its ``denoiser:``
+section names the trained denoiser whose codes it learns), configured by ``experiments/<name>/{demo,paper}.yaml``:
+``python -m dreamhead_lit.train dreamtalk_lip_expert --size demo``, then ``dreamtalk lip_expert.checkpoint=demo``,
+then ``dreamtalk_style_predictor denoiser.checkpoint=demo``.
 """
 from ...registry import ModelSpec, register
 
@@ -26,6 +30,12 @@ def _build_denoiser(spec, cfg, dm):
     return build_denoiser(spec, cfg, dm)
 
 
+def _build_style_predictor(spec, cfg, dm):
+    from .style_predictor import build_style_predictor
+
+    return build_style_predictor(spec, cfg, dm)
+
+
 register(ModelSpec(
     "dreamtalk", f"{_PACKAGE}.lit:DreamTalkConfig", f"{_PACKAGE}.lit:DreamTalkDiffusion",
     f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/lmd_mouth", mode="min",
@@ -36,3 +46,9 @@ register(ModelSpec(
     "dreamtalk_lip_expert", f"{_PACKAGE}.lip_expert:LipExpertConfig", f"{_PACKAGE}.lip_expert:LipExpertModule",
     f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/sync_acc", mode="max",
     description="DreamTalk†: lip expert (lower-face motion + audio (+ style clip) -> sync probability)"))
+register(ModelSpec(
+    "dreamtalk_style_predictor", f"{_PACKAGE}.style_predictor:StylePredictorConfig",
+    f"{_PACKAGE}.style_predictor:DreamTalkStylePredictor", f"{_PACKAGE}.style_predictor:style_predictor_datamodule",
+    monitor="val/style_dist", mode="min", build=_build_style_predictor,
+    export=f"{_PACKAGE}.style_predictor:predictor_figures",
+    description="DreamTalk†: diffusion style predictor (audio + portrait landmarks -> the denoiser's style code)"))
