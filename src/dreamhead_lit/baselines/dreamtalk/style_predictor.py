@@ -533,7 +533,11 @@ def load_denoiser(ref: str, *, runs_root: str | Path = "runs"):
     ConfigError naming ``ref`` for anything else (a lip expert, a style predictor, a missing run)."""
     from ... import registry
 
-    path = run_checkpoint(ref, runs_root, model=DENOISER, key="denoiser.checkpoint")
+    try:
+        path = run_checkpoint(ref, runs_root, model=DENOISER, key="denoiser.checkpoint")
+    except ConfigError as err:
+        raise ConfigError(f"{err} (train that denoiser first: python -m dreamhead_lit.train {DENOISER} --size "
+                          "demo|paper, or name another run)") from err
     try:
         return registry.load_checkpoint(path, expected=DENOISER)
     except CheckpointError as err:
