@@ -10,10 +10,14 @@ it DreamTalk and what is substituted here).
 - ``bench.py``: the bench's ``dreamtalk`` method kind (DreamTalk† motion rendered by DreamHead's stage 2);
 - ``lip_expert.py``: the lip expert (lower-face motion + audio (+ style clip) -> sync probability), frozen as the
   denoiser's sync loss.
+- ``style_predictor.py``: the diffusion style predictor (audio + the portrait's landmarks -> a trained denoiser's
+  style code, no style clip), for the bench's "predicted style" rows.
 
 Registered here: ``dreamtalk`` (the denoising network with its style encoder; its ``lip_expert:`` section names a
-trained expert for the sync loss) and ``dreamtalk_lip_expert``, configured by ``experiments/<name>/{demo,paper}.yaml``:
-``python -m dreamhead_lit.train dreamtalk_lip_expert --size demo``, then ``dreamtalk lip_expert.checkpoint=demo``.
+trained expert for the sync loss), ``dreamtalk_lip_expert`` and ``dreamtalk_style_predictor`` (its ``denoiser:``
+section names the trained denoiser whose codes it learns), configured by ``experiments/<name>/{demo,paper}.yaml``:
+``python -m dreamhead_lit.train dreamtalk_lip_expert --size demo``, then ``dreamtalk lip_expert.checkpoint=demo``,
+then ``dreamtalk_style_predictor denoiser.checkpoint=demo``.
 """
 from ...registry import ModelSpec, Recipe, register, register_recipe
 
@@ -27,6 +31,12 @@ def _build_denoiser(spec, cfg, dm):
     return build_denoiser(spec, cfg, dm)
 
 
+def _build_style_predictor(spec, cfg, dm):
+    from .style_predictor import build_style_predictor
+
+    return build_style_predictor(spec, cfg, dm)
+
+
 register(ModelSpec(
     "dreamtalk", f"{_PACKAGE}.lit:DreamTalkConfig", f"{_PACKAGE}.lit:DreamTalkDiffusion",
     f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/lmd_mouth", mode="min",
@@ -37,8 +47,15 @@ register(ModelSpec(
     "dreamtalk_lip_expert", f"{_PACKAGE}.lip_expert:LipExpertConfig", f"{_PACKAGE}.lip_expert:LipExpertModule",
     f"{_PACKAGE}.data:dreamtalk_datamodule", monitor="val/sync_acc", mode="max",
     description="DreamTalk†: lip expert (lower-face motion + audio (+ style clip) -> sync probability)"))
+register(ModelSpec(
+    "dreamtalk_style_predictor", f"{_PACKAGE}.style_predictor:StylePredictorConfig",
+    f"{_PACKAGE}.style_predictor:DreamTalkStylePredictor", f"{_PACKAGE}.style_predictor:style_predictor_datamodule",
+    monitor="val/style_dist", mode="min", build=_build_style_predictor,
+    export=f"{_PACKAGE}.style_predictor:predictor_figures",
+    description="DreamTalk†: diffusion style predictor (audio + portrait landmarks -> the denoiser's style code)"))
 register_recipe(Recipe(
-    "dreamtalk", parts=(("dreamtalk_lip_expert", ()), ("dreamtalk", ("lip_expert.checkpoint={run}",))),
-    description="DreamTalk†: the lip expert, then the denoiser trained with it"))
+    "dreamtalk", parts=(("dreamtalk_lip_expert", ()), ("dreamtalk", ("lip_expert.checkpoint={run}",)),
+                        ("dreamtalk_style_predictor", ("denoiser.checkpoint={run}",))),
+    description="DreamTalk†: the lip expert, the denoiser trained with it, the style predictor of that denoiser"))
 
 from . import bench as _bench  # noqa: E402,F401  registers the bench's "dreamtalk" method kind

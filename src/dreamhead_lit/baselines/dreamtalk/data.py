@@ -119,6 +119,8 @@ class DreamTalkDataModule(TalkingHeadDataModule):
     """:class:`TalkingHeadDataModule` (stage-1 windows) serving :class:`StyleClipDataset` samples, and the train
     split's motion for fitting the motion basis."""
 
+    dataset_class: type[StyleClipDataset] = StyleClipDataset  # a subclass may serve richer samples (style predictor)
+
     def __init__(self, *, style_frames: int = 64, reference_max_frames: int = 2000, **data) -> None:
         super().__init__(stage="a2l", **data)
         if style_frames < 1 or reference_max_frames < 1:
@@ -131,9 +133,9 @@ class DreamTalkDataModule(TalkingHeadDataModule):
     def _make_dataset(self, readers: list[ClipReader], *, train: bool) -> StyleClipDataset:
         # setup() makes the train split first, so identities with train clips take their reference from them
         h = self.hparams
-        dataset = StyleClipDataset(self.ctx, readers, references=self.references, style_frames=self.style_frames,
-                                   window=h.window, feature=h.audio_feature, context=h.audio_context, train=train,
-                                   windows_per_clip=h.windows_per_clip)
+        dataset = self.dataset_class(self.ctx, readers, references=self.references, style_frames=self.style_frames,
+                                     window=h.window, feature=h.audio_feature, context=h.audio_context, train=train,
+                                     windows_per_clip=h.windows_per_clip)
         dataset.add_references(self.reference_max_frames)
         return dataset
 
@@ -153,9 +155,11 @@ class DreamTalkDataModule(TalkingHeadDataModule):
         return face_parts(mean, self.ctx.regions.numpy(), float(nose_y))
 
 
-def dreamtalk_datamodule(cfg: DictConfig) -> DreamTalkDataModule:
-    """The registry's ``datamodule`` hook: the run config's ``data`` section, set up for fitting."""
-    dm = DreamTalkDataModule(**to_container(cfg.data))
+def dreamtalk_datamodule(cfg: DictConfig, *, cls: type[DreamTalkDataModule] = DreamTalkDataModule
+                         ) -> DreamTalkDataModule:
+    """The registry's ``datamodule`` hook: the run config's ``data`` section, set up for fitting (``cls``: a
+    subclass serving richer samples)."""
+    dm = cls(**to_container(cfg.data))
     dm.prepare_data()
     dm.setup("fit")
     dm.require_splits(cfg.data.train_split, cfg.data.val_split)

@@ -216,17 +216,19 @@ class LipExpertModule(L.LightningModule):
 # -- the denoiser's side ------------------------------------------------------------------------------------------
 
 
-def _checkpoint_of(ref: str, runs_root: str | Path) -> Path:
+def run_checkpoint(ref: str, runs_root: str | Path, *, model: str = MODEL_NAME,
+                   key: str = "lip_expert.checkpoint") -> Path:
     """A checkpoint file, a run folder (its best checkpoint, else ``last.ckpt``) or a run name under
-    ``runs/dreamtalk_lip_expert/``."""
+    ``runs/<model>/`` (``key``: the config key that gave ``ref``, named in the error). Shared by every DreamTalk
+    model that loads another one (the denoiser its lip expert, the style predictor its denoiser)."""
     path = resolve_path(ref)
     if not path.exists() and "/" not in ref and not ref.endswith((".ckpt", ".pt")):
-        path = resolve_path(runs_root) / MODEL_NAME / ref
+        path = resolve_path(runs_root) / model / ref
     if path.is_dir():
         best = sorted((path / "checkpoints").glob("best-*.ckpt"))
         path = best[-1] if best else path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise ConfigError(f"lip_expert.checkpoint={ref!r}: no {MODEL_NAME} checkpoint at {path}")
+        raise ConfigError(f"{key}={ref!r}: no {model} checkpoint at {path}")
     return path
 
 
@@ -244,11 +246,11 @@ def load_lip_expert(ref: str, *, runs_root: str | Path = "runs") -> LipExpertMod
                 or any(p.name.startswith("syncnet-") for p in [path, *path.parents]))
 
     # checked before and after resolving, so a scorer's run folder is refused for what it is, not for lacking a .ckpt
-    if is_scorer(resolve_path(ref)) or is_scorer(_checkpoint_of(ref, runs_root)):
+    if is_scorer(resolve_path(ref)) or is_scorer(run_checkpoint(ref, runs_root)):
         raise ConfigError(f"lip_expert.checkpoint={ref!r} is the bench's sync scorer: the denoiser's lip "
                           f"expert must be a separate {MODEL_NAME} run (python -m dreamhead_lit.train {MODEL_NAME})")
     try:
-        expert = registry.load_checkpoint(_checkpoint_of(ref, runs_root), expected=MODEL_NAME)
+        expert = registry.load_checkpoint(run_checkpoint(ref, runs_root), expected=MODEL_NAME)
     except CheckpointError as err:
         raise ConfigError(f"lip_expert.checkpoint={ref!r}: {err}") from err
     return expert.eval().requires_grad_(False)
@@ -274,4 +276,4 @@ def build_denoiser(spec, cfg: DictConfig, dm) -> L.LightningModule:
 
 
 __all__ = ["LipExpertConfig", "LipExpertModule", "LipExpertNet", "LipExpertNetConfig", "LipExpertRef",
-           "NegativesConfig", "build_denoiser", "load_lip_expert"]
+           "NegativesConfig", "build_denoiser", "load_lip_expert", "run_checkpoint"]
