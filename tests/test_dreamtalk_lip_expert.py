@@ -157,19 +157,3 @@ def test_two_process_ddp_fit_of_the_expert_and_of_the_denoiser_with_it(tiny_synt
     check_two_process_ddp_fit("dreamtalk", [*DENOISER_TINY, f"lip_expert.checkpoint={expert_ckpt}"], tiny_synth,
                               tmp_path)
 
-
-def test_the_method_recipe_trains_the_expert_then_the_denoiser_with_it_and_skips_finished_parts(tiny_synth, tmp_path,
-                                                                                                capsys):
-    part = lambda model, items: [f"{model}:{o}" for o in items]  # noqa: E731
-    args = ["--method", "dreamtalk", "--size", "demo", f"data.root={tiny_synth}", f"runs_root={tmp_path}", "name=r",
-            *part("dreamtalk_lip_expert", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]),
-            *part("dreamtalk", [*DENOISER_TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"])]
-    assert main(args) == 0
-    expert = tmp_path / "dreamtalk_lip_expert" / "r" / "checkpoints" / "last.ckpt"
-    denoiser = torch.load(tmp_path / "dreamtalk" / "r" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert expert.is_file()
-    assert denoiser["hyper_parameters"]["lip_expert"] == {"variant": "style", "checkpoint": "r", "weight": 0.1}
-    capsys.readouterr()
-    assert main(args) == 0  # everything finished: nothing is trained again
-    out = capsys.readouterr().out
-    assert out.count("is complete") == 2 and "[dreamtalk 2/2] dreamtalk (run r)" in out

@@ -28,6 +28,7 @@ from conftest import train_on_one_batch
 from test_dreamtalk import TINY as DENOISER_BASE
 from test_dreamtalk import TINY_NET as DENOISER_NET
 
+EXPERT_TINY, DENOISER_TINY = test_dreamtalk_lip_expert.TINY, test_dreamtalk_lip_expert.DENOISER_TINY
 expert_ckpt = test_dreamtalk_lip_expert.expert_ckpt  # the lip-expert tests' trained expert: a checkpoint to refuse
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -188,3 +189,21 @@ def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(denoiser_ckpt, ti
     # the frozen denoiser lives outside the module tree: each rank loads it, DDP neither wraps nor syncs it
     check_two_process_ddp_fit("dreamtalk_style_predictor", [*TINY, f"denoiser.checkpoint={denoiser_ckpt}"],
                               tiny_synth, tmp_path)
+
+
+def test_the_method_recipe_trains_the_parts_in_order_linked_and_skips_finished_ones(tiny_synth, tmp_path, capsys):
+    part = lambda model, items: [f"{model}:{o}" for o in items]  # noqa: E731
+    args = ["--method", "dreamtalk", "--size", "demo", f"data.root={tiny_synth}", f"runs_root={tmp_path}", "name=r",
+            *part("dreamtalk_lip_expert", [*EXPERT_TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]),
+            *part("dreamtalk", [*DENOISER_TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]),
+            *part("dreamtalk_style_predictor", [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"])]
+    assert main(args) == 0
+    expert = tmp_path / "dreamtalk_lip_expert" / "r" / "checkpoints" / "last.ckpt"
+    denoiser = torch.load(tmp_path / "dreamtalk" / "r" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert expert.is_file()
+    assert denoiser["hyper_parameters"]["lip_expert"] == {"variant": "style", "checkpoint": "r", "weight": 0.1}
+    capsys.readouterr()
+    assert main(args) == 0  # everything finished: nothing is trained again
+    out = capsys.readouterr().out
+    assert (tmp_path / "dreamtalk_style_predictor" / "r" / "checkpoints" / "last.ckpt").is_file()
+    assert out.count("is complete") == 3 and "[dreamtalk 3/3] dreamtalk_style_predictor (run r)" in out

@@ -116,7 +116,13 @@ class DreamTalkMethod(StageMethod):
     @property
     def style_predictor(self) -> Any:
         if self._predictor is None:
-            self._predictor = self._load(self.ckpt_predictor, "dreamtalk_style_predictor")
+            predictor = self._load(self.ckpt_predictor, "dreamtalk_style_predictor")
+            try:  # its codes are those of the denoiser it learned from: refuse any other denoiser
+                predictor.check_denoiser(self.denoiser)
+            except ConfigError as err:
+                raise MethodUnavailable(f"the style predictor {self.ckpt_predictor} does not belong to the denoiser "
+                                        f"{self.ckpt_denoiser}: {err}") from err
+            self._predictor = predictor
         return self._predictor
 
     def _load(self, path: Path, model: str) -> Any:
