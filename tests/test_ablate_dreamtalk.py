@@ -180,11 +180,18 @@ def test_a_third_linked_part_follows_the_variant_and_unlocks_the_style_predictor
     assert rows["full_style_predictor"].label == "full model (predicted style)"
 
 
-def test_a_component_needing_an_unregistered_part_says_so(monkeypatch):
-    monkeypatch.setitem(registry._RECIPES, "dreamtalk", registry.Recipe("dreamtalk", registry.recipe("dreamtalk").parts[:2]))
+def test_a_component_or_recipe_needing_an_unregistered_part_says_so(monkeypatch):
+    two = registry.recipe("dreamtalk").parts[:2]
+    monkeypatch.setitem(registry._RECIPES, "dreamtalk", registry.Recipe("dreamtalk", two))
     m = method_ablation("dreamtalk")
     with pytest.raises(AblationError, match="style_predictor.*needs dreamtalk_style_predictor.*drop 'style_predictor'"):
         check_names(["style_predictor"], load_registry(method=m), m)
+    # the recipe names the predictor before it is registered: one message, before anything is planned
+    monkeypatch.delitem(registry._REGISTRY, PREDICTOR, raising=False)
+    monkeypatch.setitem(registry._RECIPES, "dreamtalk", registry.Recipe(
+        "dreamtalk", (*two, (PREDICTOR, ("denoiser.checkpoint={run}",)))))
+    with pytest.raises(AblationError, match=f"{PREDICTOR} are not registered models"):
+        method_ablation("dreamtalk")
 
 
 def test_end_to_end_drop_lip_expert_trains_and_tables_the_variant(tiny_synth, tmp_path, capsys):

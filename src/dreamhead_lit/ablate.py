@@ -91,13 +91,17 @@ def method_ablation(name: str) -> MethodAblation:
     """DreamHead (its two stages) or a method with a registered recipe."""
     if name == DREAMHEAD:
         return MethodAblation(DREAMHEAD, STAGES, {}, REGISTRY_FILE, "dreamhead", "stage")
-    from .registry import RegistryError, recipe, recipes
+    from .registry import RegistryError, names, recipe, recipes
 
     try:
         r = recipe(name)
     except RegistryError as err:
         raise AblationError(f"no method {name!r} to ablate: {DREAMHEAD} or a registered recipe "
                             f"({', '.join(recipes()) or 'none'})") from err
+    unknown = [m for m in r.models if m not in names()]
+    if unknown:
+        raise AblationError(f"the {name} recipe's part(s) {', '.join(unknown)} are not registered models: register "
+                            "them (registry.register) before ablating the method")
     if r.parts and any("{run}" in o for o in r.parts[0][1]):
         raise AblationError(f"the {name} recipe's first part {r.parts[0][0]} links ({{run}}) to no part before it")
     return MethodAblation(name, tuple(r.models), {m: tuple(extra) for m, extra in r.parts}, f"ablations/{name}.yaml",
