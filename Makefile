@@ -24,7 +24,8 @@ help:
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
 	@echo "make real SRC=videos DATA=data/mine   your videos: preprocess -> stage 1 -> stage 2 -> sync expert -> bench"
 	@echo "make bench        methods x test split -> FID, LPIPS, SSIM, PSNR, LMD, LSE-C/D, CSIM table (SIZE=demo|paper)"
-	@echo "make ablate DROP=temporal_smooth [SEEDS='0 1 2']   train full + variant, bench both, delta table (SIZE, DATA)"
+	@echo "make ablate DROP=temporal_smooth [SEEDS='0 1 2']   train full + variant, bench both, delta table (SIZE, DATA;"
+	@echo "                  METHOD=dreamtalk DROP=lip_expert: a baseline's components)"
 	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
 	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
 	@echo "make preprocess SRC=raw_videos DATA=data/hdtf LAYOUT=hdtf|mead|plain   real videos -> processed dataset"
@@ -139,14 +140,19 @@ bench: $(STAMP)
 	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion) train-syncnet baselines ARGS=)
 	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(BENCH_RUNS) $(ARGS)
 
-# python -m dreamhead_lit.ablate --list names the components; DROP takes several ("temporal_smooth cfg").
-DROP ?= temporal_smooth
+# python -m dreamhead_lit.ablate [--method M] --list names the components; DROP takes several ("temporal_smooth cfg").
+# METHOD=dreamtalk (experiments/ablations/dreamtalk.yaml): its rows are rendered by DreamHead's stage-2 run $(RUN),
+# trained first when missing.
+METHOD ?= dreamhead
+DROP ?= $(if $(filter dreamhead,$(METHOD)),temporal_smooth,lip_expert)
 SEEDS ?= 0
 ablate: $(STAMP)
 	@$(NEED_DATA)
 	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet $(if $(SYNTH),train-emotion) ARGS=)
-	$(PY) -m dreamhead_lit.ablate $(foreach d,$(DROP),--drop $(d)) --seeds $(SEEDS) --size $(SIZE) \
-		$(if $(filter data/synthtalk,$(DATA)),,--data $(DATA)) $(ARGS)
+	$(if $(filter-out dreamhead,$(METHOD)),$(PY) -m dreamhead_lit.train stage2 --size $(SIZE) --if-needed name=$(RUN) $(DATA_ARG))
+	$(PY) -m dreamhead_lit.ablate --method $(METHOD) $(foreach d,$(DROP),--drop $(d)) --seeds $(SEEDS) --size $(SIZE) \
+		$(if $(filter data/synthtalk,$(DATA)),,--data $(DATA)) \
+		$(if $(filter-out dreamhead,$(METHOD)),--bench methods.$(METHOD).stage2=$(RUN)) $(ARGS)
 
 # Your own videos, end to end: preprocess -> stage 1 -> stage 2 -> the dataset's sync expert -> bench.
 # make real SRC=my_videos DATA=data/mine [LAYOUT=hdtf|mead|plain] [SIZE=demo|paper]; every step resumes or is skipped.
