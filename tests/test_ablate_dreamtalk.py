@@ -4,7 +4,6 @@ a variant retrains exactly the parts it touches and those linked to them (each l
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
@@ -26,13 +25,13 @@ from dreamhead_lit.ablate import (
     variants,
 )
 from dreamhead_lit.baselines.dreamtalk.bench import DreamTalkMethod
-from dreamhead_lit.baselines.dreamtalk.lit import DreamTalkConfig
 from dreamhead_lit.bench.config import MethodConfig
 from dreamhead_lit.bench.methods.base import BenchContext
 from dreamhead_lit.config import load_config
 from dreamhead_lit.training import fit
 
 from test_dreamtalk_lip_expert import DENOISER_TINY, TINY as EXPERT_TINY
+from test_dreamtalk_style_predictor import TINY as PREDICTOR_TINY
 from test_l2i import TINY as TINY2
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),  # tiny tensors: see conftest.one_thread
@@ -76,7 +75,7 @@ def test_components_name_real_config_keys_and_bench_settings(tmp_path, capsys):
     out = capsys.readouterr().out
     for name, c in components.items():
         assert name in out and c.description in out
-    assert "[dreamtalk_lip_expert+dreamtalk]" in out  # the unconditional expert retrains the denoiser linked to it
+    assert "[dreamtalk_lip_expert+dreamtalk+dreamtalk_style_predictor]" in out  # all downstream parts retrained, linked
     assert "needs dreamtalk_style_predictor" in out or PREDICTOR in m.parts
 
 
@@ -84,7 +83,8 @@ def _settings(root, tmp, **kw) -> AblationSettings:
     overrides = [f"data.root={root}", f"runs_root={tmp / 'runs'}", "trainer.max_steps=2",
                  "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
                  *(f"dreamtalk_lip_expert.{o}" for o in EXPERT_TINY),
-                 *(f"dreamtalk.{o}" for o in DENOISER_TINY), "dreamtalk.diffusion.sample_steps=2"]
+                 *(f"dreamtalk.{o}" for o in DENOISER_TINY), "dreamtalk.diffusion.sample_steps=2",
+                 *(f"dreamtalk_style_predictor.{o}" for o in PREDICTOR_TINY)]
     return AblationSettings(**{"drop": ["lip_expert"], "method": "dreamtalk", "overrides": overrides,
                                "out_root": str(tmp / "results"), **kw})
 
@@ -108,7 +108,7 @@ def test_a_variant_retrains_its_parts_and_the_linked_ones_and_reuses_the_others(
     plans = plan_seed(settings, vs, 1, m)
     full, none, unc, guid = (plans[k] for k in (FULL, "lip_expert", "lip_expert_unconditional", "style_guidance"))
     name = "ablate-dreamtalk-demo-{}-s1".format
-    assert [(p.name, p.state) for p in full.values()] == [(name("full"), "train")] * 2
+    assert [(p.name, p.state) for p in full.values()] == [(name("full"), "train")] * 3
     assert full["dreamtalk"].cfg.lip_expert.checkpoint == name("full")  # linked to the full model's expert run
     assert (full["dreamtalk_lip_expert"].cfg.seed, full["dreamtalk"].cfg.seed) == (17 + 1, 0 + 1)  # configured + k
     # lip_expert: the full model's expert, its own denoiser without one
@@ -134,34 +134,19 @@ def test_a_variant_retrains_its_parts_and_the_linked_ones_and_reuses_the_others(
     assert set(rows) >= {"ground_truth", "static_reference", FULL, "lip_expert", "style_guidance", "full_style_guidance"}
     assert {k: r.kind for k, r in rows.items() if k.startswith(("full", "lip", "style"))} == dict.fromkeys(
         [FULL, "lip_expert", "lip_expert_unconditional", "style_guidance", "full_style_guidance"], "dreamtalk")
-    assert rows["lip_expert"].checkpoints == {"dreamtalk_lip_expert": "mine", "dreamtalk": name("lip_expert")}
+    assert rows["lip_expert"].checkpoints == {"dreamtalk_lip_expert": "mine", "dreamtalk": name("lip_expert"),
+                                              PREDICTOR: name("lip_expert")}
     assert rows[FULL].stage2 == "demo"  # rendered by DreamHead's stage-2 run of the size, as the bench's rows
     assert rows["style_guidance"].options.guidance_scale == 1.0 and rows["full_style_guidance"].options.guidance_scale == 3.0
     assert rows["full_style_guidance"].checkpoints == rows[FULL].checkpoints
     assert [v.baseline for v in vs[1:]] == [FULL, FULL, "full_style_guidance"]
 
 
-@dataclass
-class _PredictorRef:
-    checkpoint: str | None = None
-
-
-@dataclass
-class _PredictorConfig(DreamTalkConfig):
-    denoiser: _PredictorRef = field(default_factory=_PredictorRef)
-
-
-def test_a_third_linked_part_follows_the_variant_and_unlocks_the_style_predictor_component(tmp_path, monkeypatch):
-    """With the style predictor in the recipe (a stand-in registered here), a denoiser variant retrains the predictor
-    linked to the variant's denoiser, and the style_predictor component compares the null style with the predicted
-    one through the full model's predictor."""
-    base = registry.recipe("dreamtalk")
-    spec = registry.get("dreamtalk")
-    stand_in = registry.ModelSpec(PREDICTOR, _PredictorConfig, spec.module, spec.datamodule, monitor="val/loss",
-                                  mode="min", config="dreamtalk/{size}.yaml")
-    monkeypatch.setitem(registry._REGISTRY, PREDICTOR, stand_in)
-    monkeypatch.setitem(registry._RECIPES, "dreamtalk", registry.Recipe(
-        "dreamtalk", (*base.parts, (PREDICTOR, ("denoiser.checkpoint={run}",)))))
+def test_a_third_linked_part_follows_the_variant_and_unlocks_the_style_predictor_component(tmp_path):
+    """With the style predictor in the recipe, a denoiser variant retrains the predictor linked to the variant's
+    denoiser, and the style_predictor component compares the null style with the predicted one through the full
+    model's predictor."""
+    assert registry.recipe("dreamtalk").models[-1] == PREDICTOR
     settings = _settings(tmp_path / "data", tmp_path, drop=["lip_expert", "style_guidance", "style_predictor"])
     m = method_ablation("dreamtalk")
     components = load_registry(method=m)
@@ -211,6 +196,7 @@ def test_end_to_end_drop_lip_expert_trains_and_tables_the_variant(tiny_synth, tm
                  *(f"--bench={b}" for b in bench)]) == 0
     log = capsys.readouterr().out
     assert log.count("dreamtalk_lip_expert: training") == 1 and log.count("dreamtalk: training") == 2
+    assert log.count("dreamtalk_style_predictor: training") == 2  # downstream of each denoiser
     out = tmp_path / "results" / "dreamtalk-demo-lip_expert-s0"
     with open(out / "table.csv") as f:
         rows = {r["variant"]: r for r in csv.DictReader(f)}
