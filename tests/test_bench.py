@@ -330,6 +330,11 @@ def test_stage2_bound_renders_the_true_landmarks_and_dreamhead_runs(tiny_synth, 
     result = run_bench(cfg, methods={"bound": bound, "dreamhead": dh})
     assert [r["status"] for r in result.per_clip] == ["ok", "ok"]
     clip: TestClip = select_clips(tiny_synth, ["test"], 1)[0]
+    for name in ("bound", "dreamhead"):  # the 68 points each drew, beside its video (the Emotion (lm) column's input)
+        drawn = np.load(result.out_dir / "videos" / name / f"{clip.id}.landmarks68.npy")
+        assert drawn.shape == (clip.record.num_frames, 68, 2)
+    np.testing.assert_allclose(np.load(result.out_dir / "videos" / "bound" / f"{clip.id}.landmarks68.npy"),
+                               clip.landmarks68, atol=1e-3)  # the bound draws the truth
     info = l2i.data_info
     idx = np.asarray(info["point_index"])
     regions = torch.as_tensor(np.asarray(dm2.ctx.topology.regions)[idx])

@@ -405,8 +405,10 @@ def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarra
     # pose: the reference's, per frame when it moves
     pixels = apply_affine(full, to_image[order])  # (F, N, 2) crop pixels
     if landmarks_out is not None:  # the 68 points drawn, for scoring the motion itself (the bench's emotion_acc_lm)
-        topo = info1.get("landmark_topology")
-        points68 = pixels if pixels.shape[1] == 68 or not topo else LandmarkTopology.from_json(topo).sparse(pixels)
+        topo = info1.get("landmark_topology") or info2.get("landmark_topology")  # a stand-in may not carry one
+        if pixels.shape[1] != 68 and not topo:
+            raise GenerationError(f"landmarks_out: {pixels.shape[1]} landmarks and no topology to take the 68 from")
+        points68 = pixels if pixels.shape[1] == 68 else LandmarkTopology.from_json(topo).sparse(pixels)
         atomic_save_npy(Path(landmarks_out), np.asarray(points68, dtype=np.float32))
     return lambda sel: rast(pixels[sel])  # rasterised a batch at a time: (F, L, H, W) for a long video is large
 
