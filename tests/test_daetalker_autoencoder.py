@@ -163,3 +163,11 @@ def test_two_process_ddp_fit_writes_one_checkpoint_and_the_latent_cache(tiny_syn
     assert all(z.shape == (index["clips"][c], 16) for c, z in latents.items())
     done = json.loads((tmp_path / "daetalker_autoencoder" / "demo" / "done.json").read_text())
     assert done["latents"]["clips"] == 16
+    # the cache is what the checkpoint it names gives, loaded by its header
+    from dreamhead_lit.data.clip import ClipReader, read_index
+
+    loaded = registry.load_checkpoint(tmp_path / "daetalker_autoencoder" / "demo" / "checkpoints" / index["checkpoint"])
+    assert isinstance(loaded, DAETalkerAutoencoder)
+    record = next(r for r in read_index(tiny_synth) if r.id in index["clips"])
+    z = loaded.encode_clip(ClipReader(tiny_synth, record).frames())
+    np.testing.assert_allclose(z.numpy(), latents[record.id], atol=1e-5, rtol=0)
