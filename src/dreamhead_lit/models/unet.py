@@ -39,6 +39,9 @@ else. The unconditional branch is then "this person, with some plausible express
 expression. A dropped landmark image is replaced with zeros, a natural null: a real landmark image always has a face
 in it, and zeros need no parameter whose shape would depend on the resolution. A dropped audio window is replaced by
 a learned null embedding (as stage 1 does), since an all-zero log-mel window is a real sound, not "no audio".
+
+``condition="latent"`` (not a stage-2 option; the DAE-Talker baseline's decoder) takes a free vector ``latent``
+(B, latent_dim), embedded by a small MLP and added to the timestep embedding exactly as the audio window is.
 """
 from __future__ import annotations
 
@@ -53,6 +56,9 @@ from .layers import audio_window_mlp, sinusoidal_embedding
 
 L2IMode = Literal["reference", "dubbing"]
 L2ICondition = Literal["landmarks", "audio"]  # what drives the target frame: its landmark image, or its audio window
+# what the UNet itself accepts: stage 2's two, and a free latent vector (the DAE-Talker baseline's diffusion autoencoder
+# decoder, conditioned on its semantic encoder's latent; not a stage-2 option)
+UNetCondition = Literal["landmarks", "audio", "latent"]
 
 
 def _groups(channels: int, groups: int) -> int:
@@ -146,7 +152,8 @@ class L2IUNet(nn.Module):
 
     forward(x_t (B, C, H, W), t (B,), *, landmarks (B, L, H, W) | None, audio (B, K, D) | None,
             ref (B, C, H, W) | None, ref_landmarks (B, L, H, W) | None, masked (B, C, H, W) | None,
-            mask (B, 1, H, W) | None, drop (B,) bool | None) -> (B, C, H, W) in the diffusion target's parametrisation.
+            mask (B, 1, H, W) | None, drop (B,) bool | None, latent (B, latent_dim) | None)
+            -> (B, C, H, W) in the diffusion target's parametrisation.
 
     Args:
         mode: ``"reference"`` (target condition + reference) or ``"dubbing"`` (also the masked target frame and its
@@ -154,7 +161,9 @@ class L2IUNet(nn.Module):
         use_reference: give the network the reference frame and its landmark image (False: the ablation).
         condition: ``"landmarks"`` (the target landmark image, input channels) or ``"audio"`` (the target frame's
             audio window, embedded and added to the timestep embedding; the ``landmark_hierarchy`` ablation).
+            ``"latent"``: a free vector, embedded like the audio (the DAE-Talker baseline's decoder).
         audio_steps, audio_dim: K and D of an audio window (``condition="audio"`` only).
+        latent_dim: size of the ``latent`` vector (``condition="latent"`` only).
         image_channels: C, channels of ``x_t``, ``ref`` and ``masked`` (3 for pixels, the latent channels for LDM).
         landmark_channels: L, channels of a landmark image (one per face region).
         resolution: H = W of the input (the latent side in latent diffusion).
@@ -178,9 +187,10 @@ class L2IUNet(nn.Module):
         *,
         mode: L2IMode = "reference",
         use_reference: bool = True,
-        condition: L2ICondition = "landmarks",
+        condition: UNetCondition = "landmarks",
         audio_steps: int | None = None,
         audio_dim: int | None = None,
+        latent_dim: int | None = None,
         image_channels: int = 3,
         landmark_channels: int = 3,
         resolution: int = 64,
@@ -197,11 +207,13 @@ class L2IUNet(nn.Module):
         super().__init__()
         if mode not in get_args(L2IMode):
             raise ValueError(f"L2IUNet: mode must be one of {get_args(L2IMode)}, got {mode!r}")
-        if condition not in get_args(L2ICondition):
-            raise ValueError(f"L2IUNet: condition must be one of {get_args(L2ICondition)}, got {condition!r}")
+        if condition not in get_args(UNetCondition):
+            raise ValueError(f"L2IUNet: condition must be one of {get_args(UNetCondition)}, got {condition!r}")
         if condition == "audio" and not (audio_steps and audio_dim):
             raise ValueError(f"L2IUNet: condition='audio' needs the window shape, got audio_steps={audio_steps}, "
                              f"audio_dim={audio_dim}")
+        if condition == "latent" and not latent_dim:
+            raise ValueError(f"L2IUNet: condition='latent' needs latent_dim, got {latent_dim}")
         levels = len(channel_mult)
         if patch_size < 1 or resolution % (patch_size * 2 ** (levels - 1)):
             raise ValueError(f"L2IUNet: resolution {resolution} cannot be cut into {patch_size}x{patch_size} patches "
@@ -213,7 +225,7 @@ class L2IUNet(nn.Module):
                              f"({sides} at input resolution {resolution})")
         self.mode: L2IMode = mode
         self.use_reference = use_reference
-        self.condition: L2ICondition = condition
+        self.condition: UNetCondition = condition
         self.audio_shape = (audio_steps, audio_dim) if condition == "audio" else None
         self.image_channels = image_channels
         self.landmark_channels = landmark_channels
@@ -221,7 +233,7 @@ class L2IUNet(nn.Module):
         self.patch_size = patch_size
         self.channels_last = channels_last
         self.conditions = self.condition_names(mode, use_reference, condition)
-        self.image_conditions = tuple(c for c in self.conditions if c != "audio")  # concatenated as channels
+        self.image_conditions = tuple(c for c in self.conditions if c not in ("audio", "latent"))  # input channels
         in_ch = self.input_channels(mode=mode, use_reference=use_reference, image_channels=image_channels,
                                     landmark_channels=landmark_channels, condition=condition)
 
@@ -232,6 +244,10 @@ class L2IUNet(nn.Module):
         if condition == "audio":  # ADM's class embedding, with the audio window as the class
             self.audio_embed = audio_window_mlp(audio_steps, audio_dim, emb_dim)
             self.null_audio = nn.Parameter(torch.zeros(emb_dim))  # the dropped audio of classifier-free guidance
+        self.latent_embed = self.null_latent = None  # only latent-conditioned UNets (the parameters above stay as they were)
+        if condition == "latent":  # the same "class embedding" slot, for a free vector
+            self.latent_embed = nn.Sequential(nn.Linear(latent_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            self.null_latent = nn.Parameter(torch.zeros(emb_dim))
         self.input_conv = nn.Conv2d(in_ch * patch_size**2, base_channels, 3, padding=1)
 
         def level(cin: int, cout: int, side: int) -> _Level:
@@ -269,7 +285,7 @@ class L2IUNet(nn.Module):
     # -- the conditioning contract ----------------------------------------------------------------------------
 
     @staticmethod
-    def condition_names(mode: L2IMode, use_reference: bool, condition: L2ICondition = "landmarks") -> tuple[str, ...]:
+    def condition_names(mode: L2IMode, use_reference: bool, condition: UNetCondition = "landmarks") -> tuple[str, ...]:
         """The keyword conditions a network of this mode takes, the target condition first, then the image
         conditions in the order they are concatenated."""
         names = [condition]
@@ -281,9 +297,9 @@ class L2IUNet(nn.Module):
 
     @staticmethod
     def input_channels(*, mode: L2IMode, use_reference: bool, image_channels: int = 3,
-                       landmark_channels: int = 3, condition: L2ICondition = "landmarks") -> int:
+                       landmark_channels: int = 3, condition: UNetCondition = "landmarks") -> int:
         """Channels of the first conv's input: x_t (C) [+ landmarks (L)] [+ ref (C) + ref_landmarks (L)]
-        [+ masked (C) + mask (1)]; the audio is not an input channel."""
+        [+ masked (C) + mask (1)]; the audio (or latent) is not an input channel."""
         c, lc = image_channels, landmark_channels
         target = lc if condition == "landmarks" else 0
         return c + target + (c + lc if use_reference else 0) + (c + 1 if mode == "dubbing" else 0)
@@ -306,9 +322,10 @@ class L2IUNet(nn.Module):
         masked: Tensor | None = None,
         mask: Tensor | None = None,
         drop: Tensor | None = None,
+        latent: Tensor | None = None,
     ) -> Tensor:
         given = {"landmarks": landmarks, "audio": audio, "ref": ref, "ref_landmarks": ref_landmarks, "masked": masked,
-                 "mask": mask}
+                 "mask": mask, "latent": latent}
         b, _, h, w = x_t.shape
         if (h, w) != (self.resolution, self.resolution):
             raise ValueError(f"L2IUNet was built for {self.resolution}x{self.resolution} inputs, got {h}x{w}")
@@ -342,6 +359,14 @@ class L2IUNet(nn.Module):
             if drop is not None:  # classifier-free guidance: the audio is the dropped condition
                 a = mask_condition(a, drop, null=self.null_audio)
             emb = emb + a  # ADM: emb = time_embed(t) + label_emb(y)
+        if self.latent_embed is not None:
+            if latent.shape != (b, self.latent_embed[0].in_features):
+                raise ValueError(f"L2IUNet: condition 'latent' has shape {tuple(latent.shape)}, expected "
+                                 f"{(b, self.latent_embed[0].in_features)}")
+            z = self.latent_embed(latent.to(x_t.dtype))  # (B, 4 * base)
+            if drop is not None:
+                z = mask_condition(z, drop, null=self.null_latent)
+            emb = emb + z
         h_ = self.input_conv(x)  # (B, base, H, W)
         skips = [h_]
         for block in self.down:
@@ -364,4 +389,4 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["L2ICondition", "L2IMode", "L2IUNet", "ResBlock", "AttentionBlock", "count_parameters"]
+__all__ = ["L2ICondition", "L2IMode", "L2IUNet", "UNetCondition", "ResBlock", "AttentionBlock", "count_parameters"]
