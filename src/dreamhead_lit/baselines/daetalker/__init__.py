@@ -1,14 +1,18 @@
 """DAE-Talker (Du et al., arXiv 2303.17550, ACM MM 2023), re-implemented in this framework (a † row; BASELINES.md lists
-what makes it DAE-Talker and what is substituted here).
+what makes it DAE-Talker and what is substituted here). In progress (issue 15): the two trained parts exist; the
+recipe, the bench rows, the multi-speaker variant and the ablation components do not yet.
 
 - ``encoder.py``: the semantic encoder (frame -> latent vector);
 - ``autoencoder.py``: the diffusion autoencoder (that encoder + the stage-2 UNet conditioned on the latent);
 - ``lit.py``: its LightningModule on the shared diffusion core (end-to-end diffusion loss; ``decode`` from one shared
   noise image, ``encode_clip``);
-- ``latents.py``: the per-clip latent cache written after training (``<run>/latents/``), speech2latent's targets.
+- ``latents.py``: the per-clip latent cache written after training (``<run>/latents/``), speech2latent's targets;
+- ``pose.py``: per-frame head pose from each frame's canonical->image affine, the pose predictor and projector;
+- ``speech2latent.py``: the Conformer from audio features to the latent sequence, with pose modelling.
 
-Registered here: ``daetalker_autoencoder``, configured by ``experiments/daetalker_autoencoder/{demo,paper}.yaml``
-(``python -m dreamhead_lit.train daetalker_autoencoder --size demo``).
+Registered here: ``daetalker_autoencoder`` and ``daetalker_speech2latent`` (its ``autoencoder:`` section names the
+autoencoder run whose latent cache it learns), configured by ``experiments/<name>/{demo,paper}.yaml``:
+``python -m dreamhead_lit.train daetalker_autoencoder --size demo``, then ``daetalker_speech2latent --size demo``.
 """
 from ...registry import ModelSpec, register, talking_head_data
 
@@ -18,3 +22,8 @@ register(ModelSpec(
     "daetalker_autoencoder", f"{_PACKAGE}.lit:DAEConfig", f"{_PACKAGE}.lit:DAETalkerAutoencoder",
     talking_head_data("l2i"), monitor="val/ssim_mouth", mode="max", export=f"{_PACKAGE}.latents:export_latents",
     description="DAE-Talker†: diffusion autoencoder (semantic encoder + latent-conditioned DDIM decoder)"))
+register(ModelSpec(
+    "daetalker_speech2latent", f"{_PACKAGE}.speech2latent:Speech2LatentConfig",
+    f"{_PACKAGE}.speech2latent:Speech2LatentModule", f"{_PACKAGE}.speech2latent:speech2latent_datamodule",
+    monitor="val/latent_err", mode="min", sections=("model", "loss", "optim"),  # autoencoder: read by the datamodule
+    description="DAE-Talker†: speech2latent (Conformer: audio -> autoencoder latents, pose predictor + projector)"))

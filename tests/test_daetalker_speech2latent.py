@@ -1,0 +1,228 @@
+"""DAE-Talker† speech2latent: the Conformer, the pose predictor and projector, the latent cache, training through the
+registry (on a fake latent cache of the tiny dataset: the autoencoder's real one needs a trained autoencoder)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamhead_lit import registry
+from dreamhead_lit.baselines.daetalker.pose import affine_from_pose, pose_from_affine
+from dreamhead_lit.baselines.daetalker.speech2latent import (
+    Conformer, ConvModule, Speech2LatentDataModule, Speech2LatentModule, speech2latent_datamodule)
+from dreamhead_lit.checkpoints import read_header
+from dreamhead_lit.config import ConfigError, load_config
+from dreamhead_lit.data.clip import ClipReader, read_index
+
+from conftest import train_on_one_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
+
+PACKAGE = "dreamhead_lit.baselines.daetalker"
+# the lines the package's __init__.py registers (given here, so these tests do not depend on it)
+SPEC = registry.ModelSpec(
+    "daetalker_speech2latent", f"{PACKAGE}.speech2latent:Speech2LatentConfig",
+    f"{PACKAGE}.speech2latent:Speech2LatentModule", f"{PACKAGE}.speech2latent:speech2latent_datamodule",
+    monitor="val/latent_err", mode="min", sections=("model", "loss", "optim"),
+    description="DAE-Talker†: speech2latent (Conformer: audio -> autoencoder latents, pose predictor + projector)")
+TINY_NET = {"dim": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ff_mult": 2, "conv_kernel": 5,
+            "max_distance": 8, "dropout": 0.0, "pose_hidden": 16}
+TINY = ["data.window=8", "data.batch_size=4", "data.windows_per_clip=2", "model.dim=32", "model.heads=2",
+        "model.encoder_layers=1", "model.decoder_layers=1", "model.ff_mult=2", "model.conv_kernel=5",
+        "model.max_distance=8", "model.pose_hidden=16", "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false"]
+LATENT_DIM = 8
+
+
+@pytest.fixture(autouse=True)
+def _registered():
+    registry.register(SPEC, replace=True)
+
+
+def write_fake_cache(root: Path, run: Path, *, dim: int = LATENT_DIM) -> Path:
+    """A latent cache in the autoencoder's format for every clip of ``root``: a fixed random projection of each
+    frame's landmarks in crop pixels, so the latents carry mouth shape (from the audio) and head pose, as an image
+    autoencoder's do, and are learnable."""
+    out = run / "latents"
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    clips = {}
+    proj = None
+    for rec in read_index(root):
+        pts = np.asarray(ClipReader(root, rec).landmarks, dtype=np.float32)  # (T, N, 2) pixels
+        flat = (pts.reshape(len(pts), -1) - 32.0) / 16.0
+        if proj is None:
+            proj = rng.standard_normal((flat.shape[1], dim)) / np.sqrt(flat.shape[1])
+        np.save(out / f"{rec.id}.npy", np.tanh(flat @ proj).astype(np.float32))
+        clips[rec.id] = rec.num_frames
+    (out / "index.json").write_text(json.dumps({"dim": dim, "clips": clips, "checkpoint": "fake.ckpt"}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def ae_run(tiny_synth, tmp_path_factory) -> Path:
+    return write_fake_cache(tiny_synth, tmp_path_factory.mktemp("runs") / "daetalker_autoencoder" / "fake")
+
+
+@pytest.fixture(scope="module")
+def dm(tiny_synth, ae_run) -> Speech2LatentDataModule:
+    dm = Speech2LatentDataModule(latents=ae_run / "latents", root=tiny_synth, window=8, batch_size=4)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def tiny_module(dm, **kwargs) -> Speech2LatentModule:
+    return Speech2LatentModule.from_datamodule(dm, net={**TINY_NET, **kwargs.pop("net", {})}, **kwargs)
+
+
+def test_pose_is_read_from_the_canonical_affine_and_round_trips(dm):
+    train = dm.datasets["train"]
+    to_image = train.canonical(train.readers[0], 0, 10)[1]
+    pose = pose_from_affine(to_image, 64)
+    assert pose.shape == (10, 4)
+    np.testing.assert_allclose(affine_from_pose(pose, 64), to_image, rtol=1e-5, atol=1e-4)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["latents"].shape == (4, 8, LATENT_DIM) and batch["pose"].shape == (4, 8, 4)
+    stats = dm.train_statistics()
+    assert all(s > 0 for s in stats["pose_std"]) and len(stats["latent_mean"]) == LATENT_DIM
+
+
+def test_conformer_shapes_and_conv_module_causality():
+    torch.manual_seed(0)
+    net = Conformer(16, 2, 2, conv_kernel=5, max_distance=4, dropout=0.0).eval()
+    x = torch.randn(2, 13, 16)
+    assert net(x).shape == (2, 13, 16)  # any length, beyond the clipped relative distance too
+    # kernel 5: frame 6 reaches frames 6..10 (causal: each frame sees itself and the 4 before) or 4..8 (centred)
+    for causal, changed in ((True, range(6, 11)), (False, range(4, 9))):
+        conv = ConvModule(16, 5, 0.0, causal=causal).eval()
+        with torch.no_grad():
+            before = conv(x)
+            y = x.clone()
+            y[:, 6] += torch.randn(16)  # not a constant: the layer norm would remove it
+            after = conv(y)
+        diff = (after - before).abs().amax((0, 2))  # (T,)
+        assert set(torch.nonzero(diff > 1e-4).flatten().tolist()) == set(changed), (causal, diff)
+    with pytest.raises(ConfigError, match="odd kernel"):
+        ConvModule(16, 4, 0.0, causal=False)
+
+
+def test_the_projector_follows_the_given_pose(dm):
+    torch.manual_seed(0)
+    module = tiny_module(dm).eval()
+    batch = next(iter(dm.val_dataloader()))
+    net, audio = module.net, batch["audio"]
+    p = module.pose_norm.encode(batch["pose"])
+    with torch.no_grad():
+        z_given, _ = net(audio, p[:, 0], pose=p)
+        z_moved, _ = net(audio, p[:, 0], pose=p + torch.tensor([0.0, 0.0, 1.0, 0.0]))  # the head shifted sideways
+        # the mean pose (zeros, standardised) adds nothing: the decoder sees the encoder's frames as they are
+        z_mean, _ = net(audio, p[:, 0], pose=torch.zeros_like(p))
+        z_bypass = net.head(net.decoder(net.encoder(net.frame_in(audio.flatten(2)))))
+        # a given pose is used as is: the pose predictor has no say in the latents
+        for q in net.pose_predictor.parameters():
+            q.add_(1.0)
+        z_given_again, _ = net(audio, p[:, 0], pose=p)
+    assert not torch.allclose(z_given, z_moved, atol=1e-4)
+    torch.testing.assert_close(z_mean, z_bypass, rtol=0, atol=0)
+    torch.testing.assert_close(z_given, z_given_again, rtol=0, atol=0)
+    # generation: the pose returned is the given pose, and the latents follow it
+    reader = dm.datasets["val"].readers[0]
+    pose = dm.datasets["val"].clip_pose(0)
+    latents, used = module.generate(reader.audio(), pose=pose)
+    assert latents.shape == (reader.num_frames, LATENT_DIM)
+    np.testing.assert_allclose(used, pose, rtol=1e-5, atol=1e-5)
+    latents_moved, _ = module.generate(reader.audio(), pose=pose + np.float32([0.0, 0.0, 0.05, 0.0]))
+    assert np.abs(latents_moved - latents).max() > 1e-4
+
+
+def test_speech2latent_overfits_one_batch(dm, test_seed):
+    torch.manual_seed(test_seed)
+    module = tiny_module(dm)
+    batch = next(iter(dm.train_dataloader()))
+    losses = train_on_one_batch(lambda: module.losses(batch)["loss"], module.net.parameters(), lr=3e-3, max_steps=300,
+                                factor=10)
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 10, (losses[:10], losses[-10:])
+    with torch.no_grad():
+        figures = module.evaluate_batch(batch)
+    assert figures["latent_err_true_pose"] < figures["latent_err_clip_mean"]  # it learnt more than the clip's mean
+
+
+def test_a_cache_that_does_not_match_the_dataset_is_refused(tiny_synth, ae_run, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(ae_run, bad)
+    index = json.loads((bad / "latents" / "index.json").read_text())
+    clip = next(r.id for r in read_index(tiny_synth) if r.split == "train")
+    index["clips"][clip] += 3
+    (bad / "latents" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match=f"another frame count: {clip} "):
+        Speech2LatentDataModule(latents=bad / "latents", root=tiny_synth).setup()
+    del index["clips"][clip]  # a train clip without latents
+    (bad / "latents" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match=f"no latents for 1 clip.*{clip}"):
+        Speech2LatentDataModule(latents=bad / "latents", root=tiny_synth).setup()
+    with pytest.raises(ConfigError, match="no latent cache"):
+        Speech2LatentDataModule(latents=tmp_path / "nowhere", root=tiny_synth)
+
+
+def test_train_cli_writes_a_checkpoint_that_generates(dm, tiny_synth, ae_run, tmp_path):
+    from dreamhead_lit.train import main
+
+    args = ["daetalker_speech2latent", "--size", "demo", f"data.root={tiny_synth}", f"runs_root={tmp_path}",
+            "name=tiny", f"autoencoder.run={ae_run}", *TINY, "trainer.max_steps=4", "trainer.val_check_interval=4",
+            "threads=1"]
+    assert main(args) == 0
+    ckpt = tmp_path / "daetalker_speech2latent" / "tiny" / "checkpoints" / "last.ckpt"
+    assert read_header(ckpt)["model"] == "daetalker_speech2latent"
+    model = registry.load_checkpoint(ckpt, expected="daetalker_speech2latent")
+    assert isinstance(model, Speech2LatentModule) and not model.training
+    assert model.hparams.autoencoder["checkpoint"] == "fake.ckpt"  # which decoder these latents are for
+    torch.testing.assert_close(model.latent_norm.mean, torch.tensor(dm.train_statistics()["latent_mean"]))
+    reader = dm.datasets["val"].readers[0]
+    latents, pose = model.generate(reader.audio(), first_pose=dm.datasets["val"].clip_pose(0)[0])
+    assert latents.shape == (reader.num_frames, LATENT_DIM) and pose.shape == (reader.num_frames, 4)
+    assert np.isfinite(latents).all() and np.isfinite(pose).all()
+
+
+@pytest.mark.parametrize("size", ["demo", "paper"])
+def test_both_sizes_build_and_take_a_training_step(tiny_synth, ae_run, size):
+    cfg = load_config(f"daetalker_speech2latent/{size}.yaml",
+                      [f"data.root={tiny_synth}", f"autoencoder.run={ae_run}", "data.batch_size=2",
+                       "data.num_workers=0", "data.window=16", "data.windows_per_clip=1"], schema=SPEC.schema_class())
+    dm = speech2latent_datamodule(cfg)
+    module = SPEC.build_module(cfg, dm)
+    assert module.net.head.out_features == LATENT_DIM and len(module.net.encoder.blocks) == cfg.model.encoder_layers
+    loss = module.losses(next(iter(dm.train_dataloader())))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and module.net.pose_predictor.head.weight.grad is not None
+
+
+@pytest.mark.ddp
+def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, ae_run, tmp_path):
+    """As conftest.check_two_process_ddp_fit, through a script that registers the model first (the package's
+    __init__.py may not register it yet); Lightning's launcher reruns the script for rank 1."""
+    import os
+    import subprocess
+
+    script = tmp_path / "train_s2l.py"
+    script.write_text("import sys\nsys.path.insert(0, %r)\nfrom test_daetalker_speech2latent import SPEC\n"
+                      "from dreamhead_lit import registry\nfrom dreamhead_lit.train import main\n"
+                      "registry.register(SPEC, replace=True)\nsys.exit(main(sys.argv[1:]))\n"
+                      % str(Path(__file__).parent))
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(script), "daetalker_speech2latent", f"data.root={tiny_synth}", f"runs_root={runs}",
+           f"autoencoder.run={ae_run}", *TINY, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+           "trainer.max_steps=3", "trainer.val_check_interval=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs / "daetalker_speech2latent" / "demo"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 3
