@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,12 @@ from dreamhead_lit.checkpoints import read_header
 from dreamhead_lit.config import ConfigError, load_config
 from dreamhead_lit.data.clip import ClipReader, read_index
 
-from conftest import train_on_one_batch
+from conftest import check_two_process_ddp_fit, train_on_one_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 PACKAGE = "dreamhead_lit.baselines.daetalker"
 # the lines the package's __init__.py registers (given here, so these tests do not depend on it)
-SPEC = registry.ModelSpec(
-    "daetalker_speech2latent", f"{PACKAGE}.speech2latent:Speech2LatentConfig",
-    f"{PACKAGE}.speech2latent:Speech2LatentModule", f"{PACKAGE}.speech2latent:speech2latent_datamodule",
-    monitor="val/latent_err", mode="min", sections=("model", "loss", "optim"),
-    description="DAE-Talker†: speech2latent (Conformer: audio -> autoencoder latents, pose predictor + projector)")
 TINY_NET = {"dim": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ff_mult": 2, "conv_kernel": 5,
             "max_distance": 8, "dropout": 0.0, "pose_hidden": 16}
 TINY = ["data.window=8", "data.batch_size=4", "data.windows_per_clip=2", "model.dim=32", "model.heads=2",
@@ -37,11 +31,6 @@ TINY = ["data.window=8", "data.batch_size=4", "data.windows_per_clip=2", "model.
         "model.max_distance=8", "model.pose_hidden=16", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false"]
 LATENT_DIM = 8
-
-
-@pytest.fixture(autouse=True)
-def _registered():
-    registry.register(SPEC, replace=True)
 
 
 def write_fake_cache(root: Path, run: Path, *, dim: int = LATENT_DIM) -> Path:
@@ -191,11 +180,12 @@ def test_train_cli_writes_a_checkpoint_that_generates(dm, tiny_synth, ae_run, tm
 
 @pytest.mark.parametrize("size", ["demo", "paper"])
 def test_both_sizes_build_and_take_a_training_step(tiny_synth, ae_run, size):
+    spec = registry.get("daetalker_speech2latent")
     cfg = load_config(f"daetalker_speech2latent/{size}.yaml",
                       [f"data.root={tiny_synth}", f"autoencoder.run={ae_run}", "data.batch_size=2",
-                       "data.num_workers=0", "data.window=16", "data.windows_per_clip=1"], schema=SPEC.schema_class())
+                       "data.num_workers=0", "data.window=16", "data.windows_per_clip=1"], schema=spec.schema_class())
     dm = speech2latent_datamodule(cfg)
-    module = SPEC.build_module(cfg, dm)
+    module = spec.build_module(cfg, dm)
     assert module.net.head.out_features == LATENT_DIM and len(module.net.encoder.blocks) == cfg.model.encoder_layers
     loss = module.losses(next(iter(dm.train_dataloader())))["loss"]
     loss.backward()
@@ -204,25 +194,5 @@ def test_both_sizes_build_and_take_a_training_step(tiny_synth, ae_run, size):
 
 @pytest.mark.ddp
 def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, ae_run, tmp_path):
-    """As conftest.check_two_process_ddp_fit, through a script that registers the model first (the package's
-    __init__.py may not register it yet); Lightning's launcher reruns the script for rank 1."""
-    import os
-    import subprocess
-
-    script = tmp_path / "train_s2l.py"
-    script.write_text("import sys\nsys.path.insert(0, %r)\nfrom test_daetalker_speech2latent import SPEC\n"
-                      "from dreamhead_lit import registry\nfrom dreamhead_lit.train import main\n"
-                      "registry.register(SPEC, replace=True)\nsys.exit(main(sys.argv[1:]))\n"
-                      % str(Path(__file__).parent))
-    runs = tmp_path / "runs"
-    cmd = [sys.executable, str(script), "daetalker_speech2latent", f"data.root={tiny_synth}", f"runs_root={runs}",
-           f"autoencoder.run={ae_run}", *TINY, "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
-           "trainer.max_steps=3", "trainer.val_check_interval=100"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = runs / "daetalker_speech2latent" / "demo"
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 3
+    check_two_process_ddp_fit("daetalker_speech2latent", [f"autoencoder.run={ae_run}", *TINY], tiny_synth,
+                              tmp_path / "runs")
