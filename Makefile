@@ -135,9 +135,11 @@ bench-dreamtalk: train-dreamtalk
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
 # faces, and its emotion classifier: real data without emotion labels leaves that column n/a); paper uses dlib + the
 # official SyncNet, falling back to the trained expert where it exists (MEAD: make train-emotion DATA=data/mead first).
+# On SynthTalk the baselines' parts are trained too; on your data their rows say how (make train-dreamtalk DATA=...),
+# so `make real` stays the four commands it was.
 bench: $(STAMP)
 	@$(NEED_DATA)
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion) train-syncnet baselines ARGS=)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion baselines) train-syncnet ARGS=)
 	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(BENCH_RUNS) $(ARGS)
 
 # python -m dreamhead_lit.ablate [--method M] --list names the components; DROP takes several ("temporal_smooth cfg").
