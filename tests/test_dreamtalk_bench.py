@@ -115,7 +115,7 @@ def test_bad_settings_are_config_errors_and_missing_runs_are_the_rows_reason(tin
     with pytest.raises(ConfigError, match="unknown"):
         DreamTalkMethod("dt", MethodConfig(kind="dreamtalk", options={"guidance": 2}), ctx, stage2=l2i,
                         denoiser=denoiser)
-    with pytest.raises(MethodUnavailable, match="no dreamtalk checkpoint"):
+    with pytest.raises(MethodUnavailable, match=r"no dreamtalk checkpoint.*--method dreamtalk \(make train-dreamtalk\)"):
         DreamTalkMethod("dt", MethodConfig(kind="dreamtalk"), ctx, stage2=l2i)
     # a key per setting: a cached video of one guidance scale is never served for another
     keys = {DreamTalkMethod("dt", MethodConfig(kind="dreamtalk", options={"guidance_scale": g}), ctx, stage2=l2i,

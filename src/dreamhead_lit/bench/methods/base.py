@@ -27,7 +27,10 @@ def find_checkpoint(spec: str | None, model: str, runs_root: str) -> Path:
     from ...runs import latest_checkpoint
 
     group = registry.get(model).group
-    hint = f"make train-{model}" if model in ("stage1", "stage2") else f"python -m dreamhead_lit.train {model}"
+    recipe = next((r for r in registry.recipes() if model in registry.recipe(r).models), None)
+    hint = (f"make train-{model}" if model in ("stage1", "stage2") else
+            f"python -m dreamhead_lit.train --method {recipe} (make train-{recipe})" if recipe else
+            f"python -m dreamhead_lit.train {model}")
     if spec:
         path = resolve_path(spec)
         if path.is_file():
