@@ -154,6 +154,7 @@ def test_registered_and_configs_load():
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # the fast suite is near its 15 min budget; make test-slow runs it
 def test_two_process_ddp_fit_writes_one_checkpoint_and_the_latent_cache(tiny_synth, tmp_path):
     from conftest import check_two_process_ddp_fit
 

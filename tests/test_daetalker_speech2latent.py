@@ -193,6 +193,7 @@ def test_both_sizes_build_and_take_a_training_step(tiny_synth, ae_run, size):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # the fast suite is near its 15 min budget; make test-slow runs it
 def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, ae_run, tmp_path):
     check_two_process_ddp_fit("daetalker_speech2latent", [f"autoencoder.run={ae_run}", *TINY], tiny_synth,
                               tmp_path / "runs")
