@@ -11,10 +11,10 @@ from dreamhead_lit import registry
 from dreamhead_lit.baselines.daetalker.latents import read_latent_cache, write_latent_cache
 from dreamhead_lit.baselines.daetalker.lit import DAEConfig, DAETalkerAutoencoder
 from dreamhead_lit.config import load_config
-from dreamhead_lit.data.datamodule import TalkingHeadDataModule
 from dreamhead_lit.models.unet import L2IUNet
 
 from conftest import train_on_one_batch
+from test_l2i import dm  # noqa: F401  (stage 2's module-scoped DataModule fixture, shared)
 
 TINY_NET = {"latent_dim": 16, "encoder_channels": [8, 16, 16, 16], "encoder_groups": 4, "base_channels": 8,
             "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [16], "head_channels": 8,
@@ -27,13 +27,6 @@ TINY = ["data.batch_size=4", "data.frames_per_clip=2", "data.num_workers=0", "mo
 NO_GUIDANCE = {"cond_drop_prob": 0.0, "guidance_scale": 1.0, "sampler": "ddim"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
-
-
-@pytest.fixture(scope="module")
-def dm(tiny_synth):
-    dm = TalkingHeadDataModule(root=tiny_synth, stage="l2i", batch_size=4, frames_per_clip=2)
-    dm.setup()
-    return dm
 
 
 def tiny_module(dm, **diffusion) -> DAETalkerAutoencoder:
