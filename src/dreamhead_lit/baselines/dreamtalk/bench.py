@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...bench.cache import file_fingerprint
 from ...bench.clips import TestClip
 from ...bench.config import MethodConfig, MethodUnavailable
 from ...bench.methods.base import BenchContext, find_checkpoint, register_method
@@ -103,6 +102,7 @@ class DreamTalkMethod(StageMethod):
             self.ckpt_predictor = find_checkpoint(checkpoints.get("dreamtalk_style_predictor"),
                                                   "dreamtalk_style_predictor", ctx.runs_root)
         self._data = None  # the DreamTalk DataModule on the bench's dataset: references and style clips
+        self._hparams: dict | None = None  # the denoiser checkpoint's hyper-parameters, read once
 
     # -- models --------------------------------------------------------------------------------------------------
 
@@ -136,31 +136,24 @@ class DreamTalkMethod(StageMethod):
 
     def _check_landmarks(self, model: Any) -> None:
         """The denoiser must move the points stage 2 draws, of the bench dataset's landmark set."""
-        from ...pipeline import GenerationError, check_landmark_set
+        self._check_landmark_set(model.data_info or {}, f"the dreamtalk model {self.ckpt_denoiser or '(injected)'}",
+                                 f"train it on this dataset (make train-dreamtalk DATA={self.ctx.data_root})")
 
-        topo = self.ctx.dataset_info.get("landmark_topology")
-        if topo:
-            from ...data.landmarks import LandmarkTopology
+    def _denoiser_hparams(self) -> dict:
+        """The denoiser's hyper-parameters: from the module when loaded or injected, else read once from its
+        checkpoint (the row's facts and note need them before any clip loads the model)."""
+        if self._denoiser is not None:
+            return dict(getattr(self._denoiser, "hparams", {}))
+        if self._hparams is None:
+            from ...checkpoints import safe_load
 
-            data = LandmarkTopology.from_json(topo)
-            try:
-                check_landmark_set(model.data_info or {}, data.num_points, f"the dataset {self.ctx.data_root}",
-                                   model=f"the dreamtalk model {self.ckpt_denoiser or '(injected)'}",
-                                   points_name=data.name, remedy="train it on this dataset (make train-dreamtalk "
-                                   f"DATA={self.ctx.data_root})")
-            except GenerationError as err:
-                raise MethodUnavailable(str(err)) from err
+            self._hparams = safe_load(self.ckpt_denoiser).get("hyper_parameters") or {}
+        return self._hparams
 
     @property
     def lip_expert(self) -> str:
         """The lip-expert variant the denoiser was trained with: style | unconditional | none (unknown: not recorded)."""
-        if self._denoiser is None and self.ckpt_denoiser is not None:
-            from ...checkpoints import safe_load
-
-            info = (safe_load(self.ckpt_denoiser).get("hyper_parameters") or {}).get("lip_expert")
-        else:
-            info = getattr(self.denoiser, "hparams", {}).get("lip_expert")
-        return str((info or {}).get("variant", "unknown"))
+        return str((self._denoiser_hparams().get("lip_expert") or {}).get("variant", "unknown"))
 
     # -- the bench's view ----------------------------------------------------------------------------------------
 
@@ -171,12 +164,9 @@ class DreamTalkMethod(StageMethod):
     def _effective_guidance(self) -> float:
         if self.guidance is not None:
             return float(self.guidance)
-        if self._denoiser is None and self.ckpt_denoiser is not None:
-            from ...checkpoints import safe_load
-
-            diffusion = (safe_load(self.ckpt_denoiser).get("hyper_parameters") or {}).get("diffusion") or {}
-            return float(diffusion.get("guidance_scale", 1.0))
-        return float(self.denoiser.diffusion_cfg.guidance_scale)
+        if self._denoiser is not None:
+            return float(self._denoiser.diffusion_cfg.guidance_scale)
+        return float((self._denoiser_hparams().get("diffusion") or {}).get("guidance_scale", 1.0))
 
     def facts(self) -> dict[str, Any]:
         """What the orderings check pairs rows by (the lip expert, the style source, the guidance scale)."""
@@ -190,13 +180,11 @@ class DreamTalkMethod(StageMethod):
                 f"(mode={self._stage2_mode()}) renders")
 
     def key(self) -> dict[str, Any]:
-        def source(module: Any, ckpt: Path | None) -> Any:
-            return file_fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
-
-        key = {**super().key(), "denoiser": source(self._denoiser, self.ckpt_denoiser), "style": self.style_source,
+        key = {**super().key(), "denoiser": self._source(self._denoiser, self.ckpt_denoiser),
+               "style": self.style_source,
                "guidance_scale": self.guidance, "motion_steps": self.motion_steps, "style_frames": self.style_frames}
         if self.style_source == "predicted":
-            key["style_predictor"] = source(self._predictor, self.ckpt_predictor)
+            key["style_predictor"] = self._source(self._predictor, self.ckpt_predictor)
         return key
 
     # -- generation ----------------------------------------------------------------------------------------------

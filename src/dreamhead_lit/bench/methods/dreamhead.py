@@ -43,6 +43,16 @@ class StageMethod(Method):
         """The models must use the dataset's landmark set (a 131-point model cannot read dlib's 68 points): checked
         before any clip, from the checkpoints' headers (no model is built), so a mismatch is the row's one reason
         instead of an error on every clip."""
+        remedy = (f"train it on this dataset (make train-stage1 / train-stage2 DATA={self.ctx.data_root}) or bench it "
+                  "on data with its landmark set")
+        for stage in ("stage1", "stage2") if self.needs_stage1 else ("stage2",):
+            ckpt = self.ckpt1 if stage == "stage1" else self.ckpt2
+            self._check_landmark_set(self._facts(stage)["data"],
+                                     f"the {stage.replace('stage', 'stage-')} model {ckpt or '(injected)'}", remedy)
+
+    def _check_landmark_set(self, info: dict, model: str, remedy: str) -> None:
+        """One model's data description (``data_info``) against the bench dataset's landmark set; a mismatch is
+        :class:`MethodUnavailable`."""
         from ...data.landmarks import LandmarkTopology
         from ...pipeline import GenerationError, check_landmark_set
 
@@ -50,16 +60,11 @@ class StageMethod(Method):
         if not topo:
             return
         data = LandmarkTopology.from_json(topo)
-        remedy = (f"train it on this dataset (make train-stage1 / train-stage2 DATA={self.ctx.data_root}) or bench it "
-                  "on data with its landmark set")
-        for stage in ("stage1", "stage2") if self.needs_stage1 else ("stage2",):
-            ckpt = self.ckpt1 if stage == "stage1" else self.ckpt2
-            model = f"the {stage.replace('stage', 'stage-')} model {ckpt or '(injected)'}"
-            try:
-                check_landmark_set(self._facts(stage)["data"], data.num_points, f"the dataset {self.ctx.data_root}",
-                                   model=model, points_name=data.name, remedy=remedy)
-            except GenerationError as err:
-                raise MethodUnavailable(str(err)) from err
+        try:
+            check_landmark_set(info, data.num_points, f"the dataset {self.ctx.data_root}", model=model,
+                               points_name=data.name, remedy=remedy)
+        except GenerationError as err:
+            raise MethodUnavailable(str(err)) from err
 
     def _facts(self, stage: str) -> dict:
         """``{"net": model settings, "data": data description}`` of a stage: from its module when loaded or injected,
