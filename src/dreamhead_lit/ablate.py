@@ -421,21 +421,13 @@ def variants(settings: AblationSettings, registry: dict[str, Component],
     return out
 
 
-def _split_part(item: str, parts: tuple[str, ...]) -> tuple[str | None, str]:
-    """``PART.key=value`` / ``PART:key=value`` -> (PART, ``key=value``); anything else -> (None, item)."""
-    key = item.split("=", 1)[0]
-    for sep in (".", ":"):
-        head, found, rest = key.partition(sep)
-        if found and head in parts:
-            return head, item[len(head) + 1:]
-    return None, item
-
-
 def _shared_overrides(settings: AblationSettings, seed: int, stage: str, parts: tuple[str, ...] = STAGES) -> list[str]:
     """The data choice, the seed and the user's overrides that apply to part ``stage`` (part prefix removed)."""
+    from .registry import split_part_override
+
     own = []
     for item in settings.overrides:
-        head, rest = _split_part(item, parts)
+        head, rest = split_part_override(item, parts, separators=".:")  # PART.key=value or PART:key=value
         if head is None or head == stage:
             own.append(rest)
     return [*settings.data_overrides, f"seed={seed}", *own]

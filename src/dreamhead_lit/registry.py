@@ -133,6 +133,18 @@ class Recipe:
         return [m for m, _ in self.parts]
 
 
+def split_part_override(item: str, parts: tuple[str, ...] | list[str], separators: str = ":") -> tuple[str | None, str]:
+    """``PART:key=value`` (or ``PART<sep>key=value`` for another of ``separators``) naming one of ``parts`` ->
+    (PART, ``key=value``); anything else -> (None, item). How the train CLI and the ablation harness address one part
+    of a method's recipe."""
+    key = item.split("=", 1)[0]
+    for sep in separators:
+        head, found, _ = key.partition(sep)
+        if found and head in parts:
+            return head, item[len(head) + 1:]
+    return None, item
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
 _RECIPES: dict[str, Recipe] = {}
 _discovered = False

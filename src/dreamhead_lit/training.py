@@ -88,23 +88,18 @@ def fit_method(method: str, size: str, overrides: list[str]) -> list[Path]:
     """Every part of ``method``'s recipe in order, each trained only if needed (a finished run is kept, an
     interrupted one resumed), under one run name (``name=``, default ``size``); returns the parts' run folders."""
     r = registry.recipe(method)
-    shared = [o for o in overrides if not _part_override(o, r)]
+    split = [registry.split_part_override(o, r.models) for o in overrides]
+    shared = [rest for part, rest in split if part is None]
     run = next((o.split("=", 1)[1] for o in reversed(shared) if o.startswith("name=")), size)
     done = []
     for i, model in enumerate(r.models, 1):
         spec = registry.get(model)
-        own = [o.split(":", 1)[1] for o in overrides if _part_override(o, r) and o.split(":", 1)[0] == model]
+        own = [rest for part, rest in split if part == model]
         print(f"[{method} {i}/{len(r.models)}] {model} (run {run})", flush=True)
         cfg = load_config(spec.config_file(size), [*r.overrides(model, run), *shared, f"name={run}", *own],
                           schema=spec.schema_class())
         done.append(fit_if_needed(spec.name, cfg))
     return done
-
-
-def _part_override(item: str, r) -> bool:
-    """``MODEL:key=value`` for one of the recipe's parts."""
-    head = item.split("=", 1)[0]
-    return ":" in head and head.split(":", 1)[0] in r.models
 
 
 def _fit_in(out: Path, resume: str | None, spec: ModelSpec, cfg: DictConfig, callbacks: list[Callback]) -> None:
