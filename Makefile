@@ -10,7 +10,8 @@ ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
-	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk baselines bench-dreamtalk \
+	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk train-daetalker train-daetalker-person baselines bench-dreamtalk \
+	bench-daetalker \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
 help:
@@ -20,6 +21,8 @@ help:
 	@echo "make train-stage2 train the L2I diffusion (same variables)"
 	@echo "make train MODEL=name   any registered model (python -m dreamhead_lit.train --list), same variables"
 	@echo "make train-dreamtalk   DreamTalk† (every part, in order, each skipped when done); make baselines: all three"
+	@echo "make train-daetalker   DAE-Talker† multi-speaker (autoencoder -> speech2latent); train-daetalker-person"
+	@echo "                  IDENTITY=synth000: the paper's person-specific protocol (bench-daetalker benches it)"
 	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
 	@echo "make real SRC=videos DATA=data/mine   your videos: preprocess -> stage 1 -> stage 2 -> sync expert -> bench"
@@ -122,7 +125,20 @@ train-dreamtalk: $(STAMP)
 	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train --method dreamtalk --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
 
-baselines: train-dreamtalk
+# DAE-Talker†: diffusion autoencoder -> its latents cached -> speech2latent, under runs/<part>/$(RUN). The demo's is
+# the multi-speaker adaptation (speech2latent sees the first frame's latent); the paper's protocol is person-specific:
+# both parts on one identity's clips (train-daetalker-person, runs/<part>/person-$(IDENTITY)).
+IDENTITY ?= synth000
+train-daetalker: $(STAMP)
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train --method daetalker --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
+
+train-daetalker-person: $(STAMP)
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train --method daetalker --size $(SIZE) name=person-$(IDENTITY) "data.identities=[$(IDENTITY)]" \
+		daetalker_speech2latent:model.reference=none $(DATA_ARG) $(ARGS)
+
+baselines: train-dreamtalk train-daetalker
 
 # DreamTalk†'s orderings (experiments/bench/dreamtalk.yaml): the lip-expert variants trained, then the variant rows
 bench-dreamtalk: train-dreamtalk
@@ -131,6 +147,15 @@ bench-dreamtalk: train-dreamtalk
 	$(PY) -m dreamhead_lit.train dreamtalk_lip_expert --size demo --if-needed name=demo-lip_unconditional model.variant=unconditional
 	$(PY) -m dreamhead_lit.train dreamtalk --size demo --if-needed name=demo-lip_unconditional lip_expert.checkpoint=demo-lip_unconditional
 	$(PY) -m dreamhead_lit.bench --config bench/dreamtalk.yaml $(ARGS)
+
+# DAE-Talker†'s person-specific protocol (experiments/bench/daetalker.yaml): one identity's test_seen clips, its own
+# autoencoder and speech2latent beside the multi-speaker model and DreamHead
+bench-daetalker: train-daetalker train-daetalker-person
+	$(MAKE) --no-print-directory train-landmarker train-emotion train-syncnet ARGS=
+	$(PY) -m dreamhead_lit.bench --config bench/daetalker.yaml identities=[$(IDENTITY)] \
+		methods.daetalker_person.checkpoints.daetalker_speech2latent=person-$(IDENTITY) \
+		methods.daetalker_person_predicted_pose.checkpoints.daetalker_speech2latent=person-$(IDENTITY) \
+		methods.reconstruction_person.checkpoints.daetalker_autoencoder=person-$(IDENTITY) $(ARGS)
 
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
 # faces, and its emotion classifier: real data without emotion labels leaves that column n/a); paper uses dlib + the

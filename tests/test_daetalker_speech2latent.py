@@ -142,6 +142,54 @@ def test_speech2latent_overfits_one_batch(dm, test_seed):
     assert figures["latent_err_true_pose"] < figures["latent_err_clip_mean"]  # it learnt more than the clip's mean
 
 
+def test_the_multi_speaker_variant_is_conditioned_on_the_first_frames_latent(dm):
+    torch.manual_seed(0)
+    module = tiny_module(dm, net={"reference": "first_frame"}).eval()
+    batch = next(iter(dm.val_dataloader()))
+    reader = dm.datasets["val"].readers[0]
+    np.testing.assert_array_equal(batch["reference_latents"][0].numpy(), dm.cache[reader.record.id][0])
+    with torch.no_grad():
+        assert torch.isfinite(module.losses(batch)["loss"])
+        figures = module.evaluate_batch(batch)
+    assert {"latent_err_reference", "latent_err_clip_mean", "latent_err_true_pose"} <= set(figures)
+    first = dm.cache[reader.record.id][0]
+    with pytest.raises(ValueError, match="reference_latent"):
+        module.generate(reader.audio())
+    a, _ = module.generate(reader.audio(), reference_latent=first)
+    b, _ = module.generate(reader.audio(), reference_latent=first + 1.0)  # another speaker's first frame
+    assert np.abs(a - b).max() > 1e-4
+    with pytest.raises(ConfigError, match="model.reference"):
+        tiny_module(dm, net={"reference": "last_frame"})
+
+
+def test_without_pose_modelling_the_latents_come_from_audio_alone(dm):
+    torch.manual_seed(0)
+    module = tiny_module(dm, net={"pose_modelling": False}).eval()
+    assert not hasattr(module.net, "pose_predictor") and not hasattr(module.net, "pose_projector")
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        assert set(module.losses(batch)) == {"loss", "latent"}
+        assert "pose_err" not in module.evaluate_batch(batch)
+    reader = dm.datasets["val"].readers[0]
+    latents, pose = module.generate(reader.audio(), pose=dm.datasets["val"].clip_pose(0))
+    assert pose is None and latents.shape == (reader.num_frames, LATENT_DIM)
+    still, _ = module.generate(reader.audio())  # a given pose changes nothing: there is no projector
+    np.testing.assert_array_equal(latents, still)
+
+
+def test_the_person_specific_protocol_keeps_one_identitys_clips_in_every_split(tiny_synth, ae_run):
+    records = read_index(tiny_synth)
+    person = sorted({r.identity for r in records if r.split == "train"})[0]
+    dm = Speech2LatentDataModule(latents=ae_run / "latents", root=tiny_synth, window=8, identities=[person])
+    dm.setup()
+    assert dm.datasets and all(r.record.identity == person for ds in dm.datasets.values() for r in ds.readers)
+    want = {r.split for r in records if r.identity == person}
+    assert set(dm.datasets) == want and "train" in want
+    assert dm.describe()["identities"] == [person]
+    with pytest.raises(ConfigError, match="no identity named nobody"):
+        Speech2LatentDataModule(latents=ae_run / "latents", root=tiny_synth, identities=["nobody"]).setup()
+
+
 def test_a_cache_that_does_not_match_the_dataset_is_refused(tiny_synth, ae_run, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(ae_run, bad)

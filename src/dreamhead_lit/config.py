@@ -59,6 +59,10 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_splits: list[str] = field(default_factory=lambda: ["test", "test_seen"])
+    # only these identities' clips, in every split (null: all). One identity is the person-specific protocol of
+    # DAE-Talker (train and test on one speaker's clips); SynthTalk has it through each identity's train / val /
+    # test_seen clips, HDTF-style data through each long video's train / val / test segments
+    identities: list[str] | None = None
     batch_size: int = 16
     num_workers: int = 0  # 0 keeps everything in the main process (fastest for tiny data, debuggable)
     pin_memory: bool = False  # turn on with GPUs

@@ -357,6 +357,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_splits: list[str] | tuple[str, ...] = ("test", "test_seen"),
+        identities: list[str] | tuple[str, ...] | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -441,7 +442,22 @@ class TalkingHeadDataModule(L.LightningDataModule):
                     how, wanted)
 
     def _records(self) -> list[ClipRecord]:
-        return read_index(self.root)
+        return self._index()
+
+    def _index(self) -> list[ClipRecord]:
+        """The dataset's clip records, of ``identities`` only when set (a ConfigError names the ones there are)."""
+        records = read_index(self.root)
+        wanted = self.hparams.identities
+        if wanted is None:
+            return records
+        from ..config import ConfigError
+
+        have = sorted({r.identity for r in records})
+        unknown = sorted(set(wanted) - set(have))
+        if unknown or not wanted:
+            raise ConfigError(f"data.identities={list(wanted)}: {'no identity named' if unknown else 'empty list'} "
+                              f"{', '.join(unknown)} in {self.root}; it has {', '.join(have)} (null: all of them)")
+        return [r for r in records if r.identity in set(wanted)]
 
     def _make_dataset(self, readers: list[ClipReader], *, train: bool) -> _ClipDataset:
         h = self.hparams
@@ -510,6 +526,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
             "landmark_sigma": float(h.landmark_sigma),
             "audio_feature": h.audio_feature,
             "audio_context": int(h.audio_context),
+            "identities": None if h.identities is None else sorted(h.identities),  # one: person-specific
         }
 
     @property

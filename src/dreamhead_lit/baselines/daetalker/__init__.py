@@ -14,7 +14,7 @@ Registered here: ``daetalker_autoencoder`` and ``daetalker_speech2latent`` (its 
 autoencoder run whose latent cache it learns), configured by ``experiments/<name>/{demo,paper}.yaml``:
 ``python -m dreamhead_lit.train daetalker_autoencoder --size demo``, then ``daetalker_speech2latent --size demo``.
 """
-from ...registry import ModelSpec, register, talking_head_data
+from ...registry import ModelSpec, Recipe, register, register_recipe, talking_head_data
 
 _PACKAGE = __name__
 
@@ -27,3 +27,6 @@ register(ModelSpec(
     f"{_PACKAGE}.speech2latent:Speech2LatentModule", f"{_PACKAGE}.speech2latent:speech2latent_datamodule",
     monitor="val/latent_err", mode="min", sections=("model", "loss", "optim"),  # autoencoder: read by the datamodule
     description="DAE-Talker†: speech2latent (Conformer: audio -> autoencoder latents, pose predictor + projector)"))
+register_recipe(Recipe(
+    "daetalker", parts=(("daetalker_autoencoder", ()), ("daetalker_speech2latent", ("autoencoder.run={run}",))),
+    description="DAE-Talker†: the diffusion autoencoder, then speech2latent on its cached latents"))

@@ -175,6 +175,10 @@ class Speech2LatentNetConfig:
     dropout: float = 0.1
     pose_hidden: int = 128  # pose predictor's conv width
     pose_kernel: int = 3
+    pose_modelling: bool = True  # False: no pose predictor and projector (the ablation): latents from audio alone
+    # "none": the paper's person-specific model (audio alone); "first_frame": the multi-speaker adaptation, conditioned
+    # on the latent of the clip's first frame (who is speaking, and where: the bench's one-shot input)
+    reference: Literal["none", "first_frame"] = "none"
 
 
 @dataclass
@@ -202,25 +206,42 @@ class Speech2LatentConfig(RunConfig):
 
 class Speech2LatentNet(nn.Module):
     """Audio windows ``(B, T, K, A)`` + the first frame's standardised pose ``(B, P)`` (+ a given standardised pose
-    ``(B, T, P)``) -> standardised latents ``(B, T, D)`` and the predicted standardised pose ``(B, T, P)``."""
+    ``(B, T, P)``) (+ the reference frame's standardised latent ``(B, D)``, multi-speaker) -> standardised latents
+    ``(B, T, D)`` and the predicted standardised pose ``(B, T, P)`` (None without pose modelling)."""
 
     def __init__(self, *, audio_steps: int, audio_dim: int, latent_dim: int, pose_dim: int = POSE_DIM, dim: int = 256,
                  heads: int = 4, encoder_layers: int = 4, decoder_layers: int = 2, ff_mult: int = 4,
                  conv_kernel: int = 15, causal_conv: bool = False, max_distance: int = 64, dropout: float = 0.1,
-                 pose_hidden: int = 128, pose_kernel: int = 3) -> None:
+                 pose_hidden: int = 128, pose_kernel: int = 3, pose_modelling: bool = True,
+                 reference: str = "none") -> None:
         super().__init__()
+        if reference not in ("none", "first_frame"):
+            raise ConfigError(f"model.reference={reference!r}: 'none' (person-specific) or 'first_frame' (multi-speaker)")
+        self.pose_modelling, self.reference = pose_modelling, reference
         block = dict(ff_mult=ff_mult, conv_kernel=conv_kernel, dropout=dropout, max_distance=max_distance,
                      causal_conv=causal_conv)
         self.frame_in = nn.Sequential(nn.LayerNorm(audio_steps * audio_dim), nn.Linear(audio_steps * audio_dim, dim))
         self.encoder = Conformer(dim, heads, encoder_layers, **block)
-        self.pose_predictor = PosePredictor(dim=dim, pose_dim=pose_dim, hidden=pose_hidden, kernel=pose_kernel,
-                                            dropout=dropout)
-        self.pose_projector = PoseProjector(dim=dim, pose_dim=pose_dim)
+        if pose_modelling:
+            self.pose_predictor = PosePredictor(dim=dim, pose_dim=pose_dim, hidden=pose_hidden, kernel=pose_kernel,
+                                                dropout=dropout)
+            self.pose_projector = PoseProjector(dim=dim, pose_dim=pose_dim)
+        # the reference latent, embedded and added to every frame before the encoder (as the pose predictor's
+        # first-frame context): the audio says how the mouth moves, the reference whose mouth and face it is
+        self.reference_in = nn.Linear(latent_dim, dim) if reference == "first_frame" else None
         self.decoder = Conformer(dim, heads, decoder_layers, **block)
         self.head = nn.Linear(dim, latent_dim)
 
-    def forward(self, audio: Tensor, first_pose: Tensor, pose: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = self.encoder(self.frame_in(audio.flatten(2)))  # (B, T, C)
+    def forward(self, audio: Tensor, first_pose: Tensor, pose: Tensor | None = None,
+                reference: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x = self.frame_in(audio.flatten(2))  # (B, T, C)
+        if self.reference_in is not None:
+            if reference is None:
+                raise ValueError("this multi-speaker model (model.reference=first_frame) needs the reference latent")
+            x = x + self.reference_in(reference)[:, None]
+        h = self.encoder(x)
+        if not self.pose_modelling:
+            return self.head(self.decoder(h)), None
         pose_hat = self.pose_predictor(h, first_pose)  # (B, T, P)
         # given pose (training: the true one, teacher forcing; generation: a clip's) or else the predicted one
         h = self.pose_projector(h, pose_hat if pose is None else pose)
@@ -269,13 +290,15 @@ class LatentCache:
     def describe(self) -> dict:
         return {"latents": str(self.dir), "dim": self.dim, "checkpoint": self.checkpoint}
 
-    def check(self, records: list[ClipRecord], *, required_splits: set[str]) -> list[ClipRecord]:
+    def check(self, records: list[ClipRecord], *, required_splits: set[str],
+              dataset: list[ClipRecord] | None = None) -> list[ClipRecord]:
         """The records that have latents. Refuses (ConfigError) a cache that does not match the dataset: a clip it
         lists that the dataset lacks, a frame count that differs, a clip of ``required_splits`` it lacks; clips of
-        other splits without latents are dropped with one warning."""
-        have = {r.id: r for r in records}
+        other splits without latents are dropped with one warning. ``dataset``: every record of the dataset when
+        ``records`` is a subset of it (``data.identities``), so a cache of the whole dataset is not foreign."""
+        have = {r.id: r for r in (records if dataset is None else dataset)}
         foreign = sorted(set(self.clips) - set(have))
-        wrong = [f"{r.id} ({self.clips[r.id]} latents, {r.num_frames} frames)" for r in records
+        wrong = [f"{r.id} ({self.clips[r.id]} latents, {r.num_frames} frames)" for r in have.values()
                  if r.id in self.clips and self.clips[r.id] != r.num_frames]
         missing = sorted(r.id for r in records if r.split in required_splits and r.id not in self.clips)
         problems = []
@@ -321,6 +344,7 @@ class LatentWindowDataset(LandmarkWindowDataset):
         latents            float32 (W, D)      the frames' cached autoencoder latents (the target)
         pose               float32 (W, P)      raw head pose of the frames (``pose.pose_from_affine``)
         clip_mean_latents  float32 (D,)        the mean latent of the whole clip (a validation baseline)
+        reference_latents  float32 (D,)        the latent of the clip's first frame (the multi-speaker reference)
         plus the stage-1 keys (landmarks, to_image, clip, start, ...)
     """
 
@@ -341,7 +365,8 @@ class LatentWindowDataset(LandmarkWindowDataset):
         return {**item,
                 "latents": torch.from_numpy(np.array(latents[start:start + self.window], dtype=np.float32)),
                 "pose": torch.from_numpy(pose_from_affine(item["to_image"].numpy(), self.ctx.source_resolution)),
-                "clip_mean_latents": torch.from_numpy(np.asarray(latents, dtype=np.float32).mean(0))}
+                "clip_mean_latents": torch.from_numpy(np.asarray(latents, dtype=np.float32).mean(0)),
+                "reference_latents": torch.from_numpy(np.array(latents[0], dtype=np.float32))}
 
 
 class Speech2LatentDataModule(TalkingHeadDataModule):
@@ -354,7 +379,8 @@ class Speech2LatentDataModule(TalkingHeadDataModule):
 
     def _records(self) -> list[ClipRecord]:
         h = self.hparams
-        return self.cache.check(read_index(self.root), required_splits={h.train_split, h.val_split})
+        return self.cache.check(self._index(), required_splits={h.train_split, h.val_split},
+                                dataset=read_index(self.root))
 
     def _make_dataset(self, readers: list[ClipReader], *, train: bool) -> LatentWindowDataset:
         h = self.hparams
@@ -384,7 +410,8 @@ def speech2latent_datamodule(cfg: DictConfig) -> Speech2LatentDataModule:
 # LightningModule
 # ---------------------------------------------------------------------------------------------------------------
 
-VAL_METRICS = ("latent_err", "latent_err_true_pose", "latent_err_clip_mean", "pose_err", "pose_err_still", "loss")
+VAL_METRICS = ("latent_err", "latent_err_true_pose", "latent_err_clip_mean", "latent_err_reference", "pose_err",
+               "pose_err_still", "loss")
 
 
 def _err(kind: str, a: Tensor, b: Tensor) -> Tensor:
@@ -420,19 +447,41 @@ class Speech2LatentModule(L.LightningModule):
                      resolution=dm.ctx.source_resolution, audio_feature=dm.hparams.audio_feature,
                      audio_context=dm.hparams.audio_context, autoencoder=dm.cache.describe(), **kwargs)
         module.data_info = dm.describe()
+        speakers = {r.record.identity for r in dm._split(dm.hparams.train_split).readers}
+        if module.reference == "none" and len(speakers) > 1:
+            warnings.warn(f"speech2latent without a reference (model.reference=none, the paper's person-specific model) "
+                          f"on {len(speakers)} identities: audio alone cannot say whose face to make. Train on one "
+                          "(data.identities=[<id>]) or set model.reference=first_frame (the multi-speaker adaptation)",
+                          RuntimeWarning, stacklevel=2)
         return module
+
+    @property
+    def pose_modelling(self) -> bool:
+        return self.net.pose_modelling
+
+    @property
+    def reference(self) -> str:
+        """"none" (person-specific: audio alone) or "first_frame" (multi-speaker: the first frame's latent too)."""
+        return self.net.reference
+
+    def _reference(self, batch: dict) -> Tensor | None:
+        return self.latent_norm.encode(batch["reference_latents"]) if self.reference != "none" else None
 
     # -- training ------------------------------------------------------------------------------------------------
 
     def losses(self, batch: dict) -> dict[str, Tensor]:
         z = self.latent_norm.encode(batch["latents"])  # (B, T, D)
         p = self.pose_norm.encode(batch["pose"])  # (B, T, P)
+        ref = self._reference(batch)
+        if not self.pose_modelling:
+            latent = _err(self.loss_cfg.latent, self.net(batch["audio"], p[:, 0], reference=ref)[0], z)
+            return {"loss": latent, "latent": latent}
         # Teacher forcing: the projector gets the TRUE pose while the predictor learns beside it (FastSpeech 2's
         # variance adaptor, which DAE-Talker follows). The latents of a frame depend on where the head is; with the
         # predicted pose in the projector early in training, the decoder would learn to undo the predictor's errors
         # (pose ambiguity: audio does not determine head motion) and would not learn to follow a given pose, which is
         # what pose control at generation needs. The predictor's error then only matters when no pose is given.
-        z_hat, p_hat = self.net(batch["audio"], p[:, 0], pose=p)
+        z_hat, p_hat = self.net(batch["audio"], p[:, 0], pose=p, reference=ref)
         latent = _err(self.loss_cfg.latent, z_hat, z)
         pose = _err(self.loss_cfg.pose, p_hat, p)
         return {"loss": latent + self.loss_cfg.pose_weight * pose, "latent": latent, "pose": pose}
@@ -457,17 +506,23 @@ class Speech2LatentModule(L.LightningModule):
     # -- validation ----------------------------------------------------------------------------------------------
 
     def evaluate_batch(self, batch: dict) -> dict[str, Tensor]:
-        """Mean absolute errors (standardised units) of a batch: latents with predicted / true pose / the clip's mean
-        latent, pose predicted / the first frame's held still."""
+        """Mean absolute errors (standardised units) of a batch: latents with predicted / true pose, beside two
+        baselines, the clip's mean latent and the first frame's latent held still; pose predicted / the first frame's
+        held still."""
         z = self.latent_norm.encode(batch["latents"])
         p = self.pose_norm.encode(batch["pose"])
-        z_pred, p_hat = self.net(batch["audio"], p[:, 0])
-        z_true_pose, _ = self.net(batch["audio"], p[:, 0], pose=p)
+        ref = self._reference(batch)
+        z_pred, p_hat = self.net(batch["audio"], p[:, 0], reference=ref)
         clip_mean = self.latent_norm.encode(batch["clip_mean_latents"])[:, None].expand_as(z)
+        first = self.latent_norm.encode(batch["reference_latents"])[:, None].expand_as(z)
         mae = lambda x, y: (x - y).abs().mean()  # noqa: E731
-        return {"latent_err": mae(z_pred, z), "latent_err_true_pose": mae(z_true_pose, z),
-                "latent_err_clip_mean": mae(clip_mean, z), "pose_err": mae(p_hat, p),
-                "pose_err_still": mae(p[:, :1].expand_as(p), p)}
+        out = {"latent_err": mae(z_pred, z), "latent_err_clip_mean": mae(clip_mean, z),
+               "latent_err_reference": mae(first, z)}
+        if self.pose_modelling:
+            z_true_pose, _ = self.net(batch["audio"], p[:, 0], pose=p, reference=ref)
+            out.update(latent_err_true_pose=mae(z_true_pose, z), pose_err=mae(p_hat, p),
+                       pose_err_still=mae(p[:, :1].expand_as(p), p))
+        return out
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         b = batch["audio"].shape[0]
@@ -488,13 +543,23 @@ class Speech2LatentModule(L.LightningModule):
 
     @torch.no_grad()
     def generate(self, audio: np.ndarray, *, num_frames: int | None = None, pose: np.ndarray | None = None,
-                 first_pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Latents ``(F, D)`` and the pose used ``(F, P)`` (float32, raw pose units: ``pose.pose_from_affine``) for
-        16 kHz mono ``audio``. ``pose``: a given pose ``(F, P)`` (e.g. a clip's), put into the projector as is (pose
-        control); None: the predicted pose, from the audio and ``first_pose`` ``(P,)`` (default: ``pose[0]`` when
-        a pose is given, else the train split's mean pose). ``num_frames``: default ``len(pose)``, else the audio's
-        length at 25 fps."""
+                 first_pose: np.ndarray | None = None,
+                 reference_latent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Latents ``(F, D)`` and the pose used ``(F, P)`` (float32, raw pose units: ``pose.pose_from_affine``; None
+        for a model without pose modelling, which takes no pose) for 16 kHz mono ``audio``. ``pose``: a given pose
+        ``(F, P)`` (e.g. a clip's), put into the projector as is (pose control); None: the predicted pose, from the
+        audio and ``first_pose`` ``(P,)`` (default: ``pose[0]`` when a pose is given, else the train split's mean
+        pose). ``reference_latent`` ``(D,)``: the autoencoder latent of the reference frame (the clip's first frame),
+        required by a multi-speaker model (``reference == "first_frame"``) and ignored by a person-specific one.
+        ``num_frames``: default ``len(pose)``, else the audio's length at 25 fps."""
         hp = self.hparams
+        ref = None
+        if self.reference != "none":
+            if reference_latent is None:
+                raise ValueError("this multi-speaker speech2latent (model.reference=first_frame) needs reference_latent, "
+                                 "the autoencoder latent of the clip's first frame")
+            ref = self.latent_norm.encode(torch.as_tensor(np.array(reference_latent, np.float32),
+                                                          device=self.device).reshape(1, -1))
         if num_frames is None:
             num_frames = len(pose) if pose is not None else max(1, int(math.ceil(len(audio) / 640)))
         given = None
@@ -510,10 +575,12 @@ class Speech2LatentModule(L.LightningModule):
                  self.pose_norm.encode(torch.as_tensor(np.asarray(first_pose, np.float32), device=self.device)[None]))
         windows = windows_for_frames(np.asarray(audio, dtype=np.float32), num_frames,
                                      build_feature_extractor(hp.audio_feature), context=hp.audio_context)
-        z, p_hat = self.net(windows.to(self.device)[None], first, pose=given)
+        z, p_hat = self.net(windows.to(self.device)[None], first, pose=given, reference=ref)
+        latents = self.latent_norm.decode(z)[0].cpu().numpy().astype(np.float32)
+        if not self.pose_modelling:
+            return latents, None
         used = given if given is not None else p_hat
-        return (self.latent_norm.decode(z)[0].cpu().numpy().astype(np.float32),
-                self.pose_norm.decode(used)[0].cpu().numpy().astype(np.float32))
+        return latents, self.pose_norm.decode(used)[0].cpu().numpy().astype(np.float32)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
