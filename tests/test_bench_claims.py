@@ -120,6 +120,29 @@ def test_ordering_holds_fails_and_compares_only_rows_that_differ_in_the_varied_f
     assert r.verdict == "✗" and "unconditional 0.5 > none 0.6 does not hold" in r.reason
 
 
+def test_named_rows_are_compared_only_within_the_facts_they_must_share():
+    (dae,) = [r for r in load_references() if r.key == "daetalker"]
+    bound = claim(dae, "reconstruction_bound_ssim")
+    assert bound.same == ("protocol",)
+    facts = {"rec_p": {"kind": "daetalker_reconstruction", "shared_noise": True, "protocol": "person_specific"},
+             "dae_p": {"kind": "daetalker", "pose_source": "clip", "shared_noise": True, "protocol": "person_specific",
+                       "pose_modelling": True},
+             # a multi-speaker row far above the person-specific bound: another protocol, never compared with it
+             "dae_m": {"kind": "daetalker", "pose_source": "clip", "shared_noise": True, "protocol": "multi_speaker",
+                       "pose_modelling": True}}
+    table = [row("rec_p", ssim=0.80), row("dae_p", ssim=0.70), row("dae_m", ssim=0.95)]
+    r = check_claim(bound, table, facts)
+    assert r.verdict == "✓", r.reason
+    assert "protocol=multi_speaker" in r.reason  # that group has no reconstruction row: said, not failed
+    table[1] = row("dae_p", ssim=0.9)
+    r = check_claim(bound, table, facts)
+    assert r.verdict == "✗" and "reconstruction 0.8 ≳ DAE-Talker 0.9 does not hold" in r.reason
+    with pytest.raises(ReferenceFileError, match="`same` groups named rows"):
+        from dreamhead_lit.bench.claims import _claim
+        _claim({"id": "x", "statement": "s", "source": "s", "column": "ssim", "vary": "a", "order": "b > c",
+                "same": ["protocol"]}, "here")
+
+
 def test_approximately_within_the_stated_tolerance(dreamtalk):
     lmd = claim(dreamtalk, "lip_expert_lmd")
     assert lmd.tolerance == pytest.approx(0.05) and lmd.relations == ("≲", "<")

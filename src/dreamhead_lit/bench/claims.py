@@ -16,7 +16,9 @@ A paper's reference file, ``bench/reported/<paper>.yaml`` (packaged with the cod
     fact that varies) and either ``order`` -- a chain over its values from left to right, e.g.
     ``unconditional > style > none`` -- or ``trend: increasing`` (the column rises with the fact's numeric value:
     never falls from one value to the next, and ends higher than it starts);
-  - over named rows: ``rows`` (name -> the facts its rows must have) and an ``order`` chain over those names.
+  - over named rows: ``rows`` (name -> the facts its rows must have) and an ``order`` chain over those names;
+    ``same`` (a list of facts) compares only rows that agree on them, each such group checked on its own (a
+    DAE-Talker† row against the reconstruction bound of its own protocol's autoencoder, not another's).
 
   A chain's relations compare the column's values as written, whatever the metric's direction: ``<``, ``>``
   (strict), ``≲`` / ``<~`` and ``≳`` / ``>~`` (may be off by ``tolerance``, relative to the right-hand value:
@@ -83,6 +85,7 @@ class Claim:
     among: dict[str, Any] = field(default_factory=dict)
     vary: str | None = None
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # named selectors (instead of among/vary)
+    same: tuple[str, ...] = ()  # named rows: facts the compared rows must share (one group per combination)
     levels: tuple[Any, ...] = ()  # the chain's operands, left to right (values of `vary`, or names of `rows`)
     relations: tuple[str, ...] = ()  # between consecutive levels: < > ≲ ≳
     trend: str | None = None  # "increasing" (instead of levels/relations)
@@ -158,6 +161,9 @@ def _claim(entry: dict, where: str) -> Claim:
     vary = entry.get("vary")
     if bool(rows) == bool(vary):
         raise ReferenceFileError(f"{where}: give either `among` + `vary` (rows that vary one fact) or `rows` (named rows)")
+    same = tuple(str(x) for x in entry.get("same") or ())
+    if same and not rows:
+        raise ReferenceFileError(f"{where}: `same` groups named rows; with `vary` rows are grouped by all other facts")
     levels: tuple[Any, ...] = ()
     relations: tuple[str, ...] = ()
     trend = entry.get("trend")
@@ -172,7 +178,7 @@ def _claim(entry: dict, where: str) -> Claim:
         if unknown:
             raise ReferenceFileError(f"{where}: order names {unknown}, which `rows` does not define ({sorted(rows)})")
     return Claim(id=str(entry["id"]), statement=" ".join(str(entry["statement"]).split()), source=str(entry["source"]),
-                 column=str(entry["column"]), among=dict(entry.get("among") or {}), vary=vary, rows=rows,
+                 column=str(entry["column"]), among=dict(entry.get("among") or {}), vary=vary, rows=rows, same=same,
                  levels=levels, relations=relations, trend=trend, tolerance=float(entry.get("tolerance", 0.0)),
                  hints={str(k): " ".join(str(v).split()) for k, v in (entry.get("hints") or {}).items()})
 
@@ -364,17 +370,22 @@ def check_claim(claim: Claim, table: list[dict], facts: dict[str, dict[str, Any]
                 keep.append(r)
         return keep
 
-    if claim.rows:  # named rows
-        check = _Check("")
-        by_level = []
-        for name in claim.levels:
-            matched = usable([r for r in rows if _matches(r.facts, claim.rows[name])])
-            by_level.append((name, matched))
-            if not matched:
-                hint = claim.hints.get(name) or claim.hints.get("any")
-                check.missing.append(f"no row with {_facts_text(claim.rows[name])}" + (f": add {hint}" if hint else ""))
-        _check_chain(claim, by_level, check)
-        checks.append(check)
+    if claim.rows:  # named rows, in groups that agree on the `same` facts
+        named = {name: usable([r for r in rows if _matches(r.facts, claim.rows[name])]) for name in claim.levels}
+        keys = sorted({tuple(str(r.facts.get(f)) for f in claim.same) for rs in named.values() for r in rs}) or [()]
+        for key in keys:
+            group = dict(zip(claim.same, key))
+            check = _Check(_facts_text(group) if group else "")
+            by_level = []
+            for name in claim.levels:
+                matched = [r for r in named[name] if all(str(r.facts.get(f)) == v for f, v in group.items())]
+                by_level.append((name, matched))
+                if not matched:
+                    hint = claim.hints.get(name) or claim.hints.get("any")
+                    check.missing.append(f"no row with {_facts_text({**claim.rows[name], **group})}"
+                                         + (f": add {hint}" if hint else ""))
+            _check_chain(claim, by_level, check)
+            checks.append(check)
     else:
         vary = claim.vary
         matched_rows = [r for r in rows if _matches(r.facts, claim.among) and vary in r.facts]

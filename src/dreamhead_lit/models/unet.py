@@ -76,10 +76,15 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """ADM residual block: GN-SiLU-conv, then AdaGN scale-shift from the step embedding, SiLU, dropout, conv."""
+    """ADM residual block: GN-SiLU-conv, then AdaGN scale-shift from the step embedding, SiLU, dropout, conv.
+    ``cond_dim``: DiffAE's AdaGN (Preechakul et al. 2022, eq. 6), a second, multiplicative modulation by a
+    condition embedding ``cond`` (B, cond_dim): ``h = (1 + z_s) * (GN(h) (1 + t_s) + t_b)`` (``1 +``: starts as the
+    identity)."""
 
-    def __init__(self, in_ch: int, out_ch: int, *, emb_dim: int, dropout: float, groups: int):
+    def __init__(self, in_ch: int, out_ch: int, *, emb_dim: int, dropout: float, groups: int,
+                 cond_dim: int | None = None):
         super().__init__()
+        self.cond = nn.Linear(cond_dim, out_ch) if cond_dim else None
         self.norm1 = nn.GroupNorm(_groups(in_ch, groups), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
@@ -88,10 +93,12 @@ class ResBlock(nn.Module):
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))  # the block starts as the identity
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, cond: Tensor | None = None) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
         h = self.norm2(h) * (1 + scale) + shift  # ADM's AdaGN (use_scale_shift_norm)
+        if self.cond is not None:
+            h = h * (1 + self.cond(F.silu(cond))[:, :, None, None])  # DiffAE: the latent scales every channel
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -142,8 +149,8 @@ class _Level(nn.Module):
         self.res = res
         self.attn = attn
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        x = self.res(x, emb)
+    def forward(self, x: Tensor, emb: Tensor, cond: Tensor | None = None) -> Tensor:
+        x = self.res(x, emb, cond)
         return self.attn(x) if self.attn is not None else x
 
 
@@ -191,6 +198,7 @@ class L2IUNet(nn.Module):
         audio_steps: int | None = None,
         audio_dim: int | None = None,
         latent_dim: int | None = None,
+        latent_conditioning: Literal["add", "adagn"] = "add",
         image_channels: int = 3,
         landmark_channels: int = 3,
         resolution: int = 64,
@@ -214,6 +222,8 @@ class L2IUNet(nn.Module):
                              f"audio_dim={audio_dim}")
         if condition == "latent" and not latent_dim:
             raise ValueError(f"L2IUNet: condition='latent' needs latent_dim, got {latent_dim}")
+        if latent_conditioning not in ("add", "adagn"):
+            raise ValueError(f"L2IUNet: latent_conditioning must be 'add' or 'adagn', got {latent_conditioning!r}")
         levels = len(channel_mult)
         if patch_size < 1 or resolution % (patch_size * 2 ** (levels - 1)):
             raise ValueError(f"L2IUNet: resolution {resolution} cannot be cut into {patch_size}x{patch_size} patches "
@@ -248,12 +258,17 @@ class L2IUNet(nn.Module):
         if condition == "latent":  # the same "class embedding" slot, for a free vector
             self.latent_embed = nn.Sequential(nn.Linear(latent_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
             self.null_latent = nn.Parameter(torch.zeros(emb_dim))
+        # "add": the latent's embedding joins the step embedding (as the audio's); "adagn": DiffAE's, a separate
+        # multiplicative modulation of every residual block (ResBlock's cond_dim)
+        self.latent_adagn = condition == "latent" and latent_conditioning == "adagn"
+        cond_dim = emb_dim if self.latent_adagn else None
         self.input_conv = nn.Conv2d(in_ch * patch_size**2, base_channels, 3, padding=1)
 
         def level(cin: int, cout: int, side: int) -> _Level:
             attn = AttentionBlock(cout, head_channels=min(head_channels, cout), groups=norm_groups) \
                 if side in attention_resolutions else None
-            return _Level(ResBlock(cin, cout, emb_dim=emb_dim, dropout=dropout, groups=norm_groups), attn)
+            return _Level(ResBlock(cin, cout, emb_dim=emb_dim, dropout=dropout, groups=norm_groups, cond_dim=cond_dim),
+                          attn)
 
         self.down = nn.ModuleList()
         skips = [base_channels]
@@ -267,9 +282,9 @@ class L2IUNet(nn.Module):
                 self.down.append(Downsample(ch))
                 skips.append(ch)
         self.middle = nn.ModuleList([
-            _Level(ResBlock(ch, ch, emb_dim=emb_dim, dropout=dropout, groups=norm_groups),
+            _Level(ResBlock(ch, ch, emb_dim=emb_dim, dropout=dropout, groups=norm_groups, cond_dim=cond_dim),
                    AttentionBlock(ch, head_channels=min(head_channels, ch), groups=norm_groups)),
-            _Level(ResBlock(ch, ch, emb_dim=emb_dim, dropout=dropout, groups=norm_groups), None),
+            _Level(ResBlock(ch, ch, emb_dim=emb_dim, dropout=dropout, groups=norm_groups, cond_dim=cond_dim), None),
         ])
         self.up = nn.ModuleList()
         for i, mult in reversed(list(enumerate(channel_mult))):
@@ -359,6 +374,7 @@ class L2IUNet(nn.Module):
             if drop is not None:  # classifier-free guidance: the audio is the dropped condition
                 a = mask_condition(a, drop, null=self.null_audio)
             emb = emb + a  # ADM: emb = time_embed(t) + label_emb(y)
+        cond = None  # DiffAE's multiplicative condition (latent_conditioning="adagn")
         if self.latent_embed is not None:
             if latent.shape != (b, self.latent_embed[0].in_features):
                 raise ValueError(f"L2IUNet: condition 'latent' has shape {tuple(latent.shape)}, expected "
@@ -366,17 +382,20 @@ class L2IUNet(nn.Module):
             z = self.latent_embed(latent.to(x_t.dtype))  # (B, 4 * base)
             if drop is not None:
                 z = mask_condition(z, drop, null=self.null_latent)
-            emb = emb + z
+            if self.latent_adagn:
+                cond = z
+            else:
+                emb = emb + z
         h_ = self.input_conv(x)  # (B, base, H, W)
         skips = [h_]
         for block in self.down:
-            h_ = block(h_, emb) if isinstance(block, _Level) else block(h_)
+            h_ = block(h_, emb, cond) if isinstance(block, _Level) else block(h_)
             skips.append(h_)
         for block in self.middle:
-            h_ = block(h_, emb)
+            h_ = block(h_, emb, cond)
         for block in self.up:
             if isinstance(block, _Level):
-                h_ = block(torch.cat([h_, skips.pop()], dim=1), emb)
+                h_ = block(torch.cat([h_, skips.pop()], dim=1), emb, cond)
             else:
                 h_ = block(h_)
         out = self.out_conv(F.silu(self.out_norm(h_)))  # (B, C * p^2, H / p, W / p)

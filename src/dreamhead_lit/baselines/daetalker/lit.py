@@ -34,6 +34,9 @@ class DAENetConfig:
     """The semantic encoder and the decoder UNet (``models/unet.py``, ``condition="latent"``)."""
 
     latent_dim: int = 512  # the paper's (DiffAE's) z_sem size
+    # "adagn": DiffAE's conditioning, the latent scales every residual block's channels (multiplicative), after the
+    # step's scale-shift; "add": its embedding added to the step embedding (the audio's way in stage 2)
+    latent_conditioning: str = "adagn"
     encoder_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 512, 512])  # stride-2 levels
     encoder_groups: int = 32
     base_channels: int = 64
@@ -73,7 +76,7 @@ class DAETalkerAutoencoder(DiffusionLitModule):
                 encoder_groups=n.encoder_groups, base_channels=n.base_channels, channel_mult=tuple(n.channel_mult),
                 num_res_blocks=n.num_res_blocks, attention_resolutions=tuple(n.attention_resolutions),
                 head_channels=n.head_channels, dropout=n.dropout, norm_groups=n.norm_groups, patch_size=n.patch_size,
-                channels_last=n.channels_last)
+                channels_last=n.channels_last, latent_conditioning=n.latent_conditioning)
         except ValueError as err:
             raise ConfigError(f"{err}. The autoencoder works at data.working_resolution ({resolution} px here): change "
                               "model.encoder_channels / model.attention_resolutions / model.channel_mult / "
