@@ -9,6 +9,7 @@ recipe, the bench rows, the multi-speaker variant and the ablation components do
 - ``latents.py``: the per-clip latent cache written after training (``<run>/latents/``), speech2latent's targets;
 - ``pose.py``: per-frame head pose from each frame's canonical->image affine, the pose predictor and projector;
 - ``speech2latent.py``: the Conformer from audio features to the latent sequence, with pose modelling.
+- ``bench.py``: the bench's ``daetalker`` (DAE-Talker†) and ``daetalker_reconstruction`` (its bound) method kinds.
 
 Registered here: ``daetalker_autoencoder`` and ``daetalker_speech2latent`` (its ``autoencoder:`` section names the
 autoencoder run whose latent cache it learns), configured by ``experiments/<name>/{demo,paper}.yaml``:
@@ -27,3 +28,5 @@ register(ModelSpec(
     f"{_PACKAGE}.speech2latent:Speech2LatentModule", f"{_PACKAGE}.speech2latent:speech2latent_datamodule",
     monitor="val/latent_err", mode="min", sections=("model", "loss", "optim"),  # autoencoder: read by the datamodule
     description="DAE-Talker†: speech2latent (Conformer: audio -> autoencoder latents, pose predictor + projector)"))
+
+from . import bench as _bench  # noqa: E402,F401  registers the bench's "daetalker" and "daetalker_reconstruction" kinds
