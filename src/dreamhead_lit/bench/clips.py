@@ -67,9 +67,9 @@ class TestClip:
 
 
 def select_clips(root: Path, splits: list[str], max_clips: int | None,
-                 max_frames: int | None = None) -> list[TestClip]:
-    """The clips of ``splits`` (validated; sorted by split order then id), at most ``max_clips`` per split spread
-    evenly over the split, each cut to its first ``max_frames`` frames."""
+                 max_frames: int | None = None, *, identities: list[str] | None = None) -> list[TestClip]:
+    """The clips of ``splits`` (validated; sorted by split order then id) -- only those of ``identities`` when given --
+    at most ``max_clips`` per split spread evenly over the split, each cut to its first ``max_frames`` frames."""
     info = read_dataset_info(root)
     topo = LandmarkTopology.from_json(info["landmark_topology"])
     records = read_index(root)
@@ -78,10 +78,23 @@ def select_clips(root: Path, splits: list[str], max_clips: int | None,
     if not present:
         raise BenchError(f"none of the splits {splits} has clips in {root} (data.test_splits; the dataset has "
                          f"{sorted({r.split for r in records})})")
+    of = ""
+    if identities is not None:
+        wanted = set(identities)
+        there = sorted({r.identity for r in records if r.split in splits})
+        records = [r for r in records if r.identity in wanted]
+        present = [s for s in splits if any(r.split == s for r in records)]
+        if not present:
+            raise BenchError(f"no clip of identities {sorted(wanted)} in the splits {splits} of {root} (identities; "
+                             f"those splits have {', '.join(there)})")
+        absent = sorted(wanted - {r.identity for r in records if r.split in splits})
+        if absent:
+            print(f"note: identities {absent} have no clips in the splits {splits} of {root}", file=sys.stderr)
+        of = f" of identities {sorted(wanted)}"
     for split in splits:
         recs = sorted((r for r in records if r.split == split), key=lambda r: r.id)
         if not recs:  # real data often has no seen-identity test split: score the splits that exist, say so
-            print(f"note: split {split!r} has no clips in {root}; scoring {present}", file=sys.stderr)
+            print(f"note: split {split!r} has no clips{of} in {root}; scoring {present}", file=sys.stderr)
             continue
         if max_clips is not None and len(recs) > max_clips:
             recs = [recs[i] for i in np.linspace(0, len(recs) - 1, max_clips).round().astype(int)]

@@ -50,7 +50,7 @@ class MethodConfig:
     emotion_label: bool = True  # dreamhead: give stage 1 the clip's emotion label when the dataset has one (MEAD)
     # kinds registered outside the bench (baselines, plugins): registered model -> checkpoint file or run name (found
     # with methods.base.find_checkpoint), and the kind's own settings
-    checkpoints: dict[str, str] = field(default_factory=dict)
+    checkpoints: dict[str, str | None] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,6 +89,9 @@ class BenchConfig:
     data: DataConfig = field(default_factory=DataConfig)  # root and test_splits are read
     max_clips: int | None = None  # per split, spread evenly over its clips (None: all)
     max_frames: int | None = None  # per clip, its first N frames (None: whole clips); quick looks and tests
+    # only the clips of these identities (None: all), chosen before max_clips: a person-specific protocol (DAE-Talker's
+    # paper: train and test on one speaker) benches e.g. identities [synth000] on the split of seen identities
+    identities: list[str] | None = None
     out_root: str = "benchmarks/results"
     runs_root: str = "runs"  # where checkpoints and the dataset-trained scorers are looked up
     metrics: list[str] = field(default_factory=lambda: list(METRICS))

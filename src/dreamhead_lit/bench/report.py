@@ -232,7 +232,9 @@ def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestC
     then, when given, the per-split table, the papers' numbers "as reported" and the orderings check."""
     cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)]
     head = ["method", "protocol", "source video", "clips"] + [_heading(h, hib) for _, h, hib in cols]
-    lines = [f"# Benchmark `{cfg.name}` on {dataset}: {', '.join(splits)} ({len(clips)} clips)", "",
+    only = cfg.get("identities")  # a person-specific bench: only these identities' clips
+    who = f", identities {', '.join(only)} only" if only is not None else ""
+    lines = [f"# Benchmark `{cfg.name}` on {dataset}: {', '.join(splits)}{who} ({len(clips)} clips)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
         src = {True: "yes", False: "no (one-shot)", "": "?"}.get(row["uses_source_video"], "?")
@@ -338,6 +340,7 @@ def write_outputs(out: Path, cfg: Any, result: BenchResult, scorer: Scorer, note
     results = {
         "name": cfg.name, "dataset": out.parent.name, "data_root": str(resolve_path(cfg.data.root)),
         "splits": list(cfg.data.test_splits), "clips": [c.id for c in clips], "world_size": world,
+        "identities": None if cfg.get("identities") is None else list(cfg.identities),
         "seconds": round(seconds, 1), "columns": {"table": list(TABLE_COLUMNS), "per_clip": list(PER_CLIP_COLUMNS)},
         "lmd_unit": scorer.lmd_unit,
         "settings": {m: scorer.setup[m].label for m in scorer.available},

@@ -85,7 +85,8 @@ def _run(cfg: Any, backends: Backends | None, injected: dict[str, Method] | None
     ctx = bench_context(cfg)
     dataset = ctx.data_root.name
     out = resolve_path(cfg.out_root) / dataset / cfg.name
-    clips = select_clips(ctx.data_root, list(cfg.data.test_splits), cfg.max_clips, cfg.max_frames)
+    clips = select_clips(ctx.data_root, list(cfg.data.test_splits), cfg.max_clips, cfg.max_frames,
+                         identities=cfg.identities)
     splits = [s for s in cfg.data.test_splits if any(c.split == s for c in clips)]
     scorer = _scorer(cfg, ctx, backends)
     methods, skipped = _methods(cfg, ctx, injected)
@@ -215,7 +216,7 @@ class _Scoring:
         video, made = method.video(clip, self.out / "videos" / name)
         stats["generated"] += int(made)
         if video is None:
-            entry.update(status=f"missing: no video for this clip ({method.describe()})", states={})
+            entry.update(status=f"missing: no video for this clip ({method.missing_reason(clip)})", states={})
         else:
             data = read_video(video, with_audio=cfg.sync.audio == "video", target_fps=clip.fps)
             track = data.audio if cfg.sync.audio == "video" else None

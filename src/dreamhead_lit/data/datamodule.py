@@ -97,6 +97,17 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return out.reshape(*frames.shape[:-3], size, size, 3)
 
 
+def canonical_landmarks(ctx: DatasetContext, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(canonical landmarks ``(T, N, 2)`` of the points ``ctx.point_index``, face units; ``to_image`` ``(T, 2, 3)``,
+    the per-frame similarity canonical -> crop pixels fitted on the 68 stable points) of a clip's dense landmarks
+    ``(T, P, 2)`` (crop pixels of ``ctx``'s dataset). Stage 1's samples and everything that must see a clip as they
+    do (DAE-Talker†'s head pose, in training and on the bench) go through this one function."""
+    dense = np.asarray(landmarks, dtype=np.float32)
+    sparse = ctx.topology.sparse(dense) if dense.shape[1] != 68 else dense
+    canon, to_image = canonicalize(dense, sparse, template68=ctx.template68)
+    return canon[:, ctx.point_index], to_image
+
+
 def cached_features(reader: ClipReader, extractor) -> np.ndarray:
     """Audio features of a clip, aligned to its frames: (T * steps_per_frame, D); cached beside the clip when writable."""
     path = reader.dir / "features" / f"{extractor.name}.npy"
@@ -226,10 +237,7 @@ class LandmarkWindowDataset(_ClipDataset):
         return self.readers[self.index[index][0]]
 
     def canonical(self, reader: ClipReader, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        dense = np.asarray(reader.landmarks[start:stop], dtype=np.float32)
-        sparse = self.ctx.topology.sparse(dense) if dense.shape[1] != 68 else dense
-        canon, to_image = canonicalize(dense, sparse, template68=self.ctx.template68)
-        return canon[:, self.ctx.point_index], to_image
+        return canonical_landmarks(self.ctx, reader.landmarks[start:stop])
 
     def reference_landmarks(self, c: int, rng: np.random.Generator | None) -> tuple[int, np.ndarray]:
         """(clip index, canonical (N, 2)) of the reference for a window of clip ``c``: a frame of another clip of the

@@ -8,9 +8,14 @@ the crop size. A model sees it standardised with the train split's mean and stan
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ...data.datamodule import DatasetContext
 
 POSE_NAMES = ("angle", "log_scale", "x", "y")
 POSE_DIM = len(POSE_NAMES)
@@ -25,6 +30,15 @@ def pose_from_affine(to_image: np.ndarray, resolution: int) -> np.ndarray:
     log_scale = 0.5 * np.log(np.maximum(a * a + b * b, 1e-12))
     res = float(resolution or 1)
     return np.stack([angle, log_scale, m[:, 0, 2] / res, m[:, 1, 2] / res], axis=-1).astype(np.float32)
+
+
+def landmark_pose(ctx: DatasetContext, landmarks: np.ndarray) -> np.ndarray:
+    """``(T, 4)`` float32 raw head pose of a clip's dense landmarks ``(T, P, 2)`` (crop pixels of ``ctx``'s dataset):
+    the canonical -> crop similarity of ``data.datamodule.canonical_landmarks`` (stage 1's samples'), as a pose. The
+    one path from landmarks to pose: speech2latent's training statistics and the bench's pose control both use it."""
+    from ...data.datamodule import canonical_landmarks
+
+    return pose_from_affine(canonical_landmarks(ctx, landmarks)[1], ctx.source_resolution)
 
 
 def affine_from_pose(pose: np.ndarray, resolution: int) -> np.ndarray:
@@ -92,4 +106,4 @@ class PoseProjector(nn.Module):
 
 
 __all__ = ["POSE_DIM", "POSE_NAMES", "PosePredictor", "PoseProjector", "Standardizer", "affine_from_pose",
-           "pose_from_affine"]
+           "landmark_pose", "pose_from_affine"]

@@ -45,7 +45,7 @@ from ...data.audio import build_feature_extractor, windows_for_frames
 from ...data.clip import ClipReader, ClipRecord, read_index
 from ...data.datamodule import DatasetContext, LandmarkWindowDataset, TalkingHeadDataModule
 from ...lit.base import OptimConfig, warmup_cosine
-from .pose import POSE_DIM, PosePredictor, PoseProjector, Standardizer, pose_from_affine
+from .pose import POSE_DIM, PosePredictor, PoseProjector, Standardizer, landmark_pose, pose_from_affine
 
 MODEL_NAME = "daetalker_speech2latent"
 AUTOENCODER_MODEL = "daetalker_autoencoder"  # runs/<this>/<run>/latents/ holds the targets
@@ -356,7 +356,7 @@ class LatentWindowDataset(LandmarkWindowDataset):
 
     def clip_pose(self, c: int) -> np.ndarray:
         reader = self.readers[c]
-        return pose_from_affine(self.canonical(reader, 0, reader.num_frames)[1], self.ctx.source_resolution)
+        return landmark_pose(self.ctx, reader.landmarks[:reader.num_frames])  # as the bench's pose control reads it
 
     def _item(self, index: int) -> dict:
         item = super()._item(index)

@@ -127,6 +127,10 @@ class Method:
         """Write the clip's video to ``out`` (an mp4, atomically)."""
         raise NotImplementedError
 
+    def missing_reason(self, clip: TestClip) -> str:
+        """Why :meth:`video` has no video for ``clip`` (its per-clip status): by default the method's note."""
+        return self.describe()
+
     def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
         """(the clip's mp4, whether it was generated now); ``None`` when the method has no video for the clip.
         Generated videos are cached in ``cache_dir`` under this method's key."""

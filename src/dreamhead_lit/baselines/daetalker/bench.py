@@ -1,0 +1,444 @@
+"""The bench's DAE-Talker† method kinds: ``daetalker`` (the table's DAE-Talker† row: the whole frame from the clip's
+audio, no landmarks, no renderer) and ``daetalker_reconstruction`` (the clip's true frames encoded and decoded: the
+upper bound of DAE-Talker†, as the stage-2 bound is DreamHead's).
+
+Settings (a bench config's ``methods.<name>``)::
+
+    kind: daetalker
+    checkpoints:
+      daetalker_speech2latent: demo   # runs/daetalker_speech2latent/<run>, a run folder or a .ckpt (null: the latest)
+      daetalker_autoencoder: null     # null: the autoencoder whose latents the speech2latent run learned (its
+                                      # hparams.autoencoder: <latents>/../checkpoints/<checkpoint>)
+    options:
+      pose_source: clip               # clip | predicted (see POSE_SOURCES); ignored by a model without pose modelling
+      shared_noise: true              # false: fresh noise for every frame (the ablation)
+      noise_seed: null                # null: the method's seed
+    steps: 20                         # the decoder's DDIM steps (null: its configured)
+
+    kind: daetalker_reconstruction
+    checkpoints: {daetalker_autoencoder: demo}
+    options: {shared_noise: true, noise_seed: null}
+    steps: 20
+
+``sampler`` and ``batch_size`` (frames decoded together) are the method's as for the other kinds; the noise of a
+frame does not depend on the batching. Frames are decoded at the autoencoder's working resolution and resized to the
+clip's (``data.datamodule.resize_frames``), then written with the clip's audio by the bench's mp4 writer.
+
+Protocols, from the speech2latent checkpoint: trained on some identities (its data description's ``identities``) it
+is the paper's person-specific model, and clips of other identities get no video (the table's clips column says how
+many were scored); trained on all identities it is the multi-speaker adaptation, conditioned on the latent of the
+clip's first frame when its ``net.reference`` is ``first_frame``.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ...bench.cache import file_fingerprint
+from ...bench.clips import TestClip
+from ...bench.config import MethodConfig, MethodUnavailable
+from ...bench.methods.base import BenchContext, Method, find_checkpoint, register_method
+from ...config import ConfigError, resolve_path
+
+SPEECH2LATENT = "daetalker_speech2latent"
+AUTOENCODER = "daetalker_autoencoder"
+
+# pose_source -> how the table's protocol notes describe it
+POSE_SOURCES = {
+    "clip": "the test clip's own per-frame head pose (numbers read from its landmarks, never its pixels) into the "
+            "pose projector (pose control)",
+    "predicted": "the pose predictor's, from the audio and the clip's first-frame pose",
+}
+SUBSTITUTES = ("log-mel windows for the paper's speech features",
+               "head pose = the similarity of the canonical landmarks to the crop (landmark-similarity pose)",
+               "DreamHead's stage-2 UNet as the DDIM decoder, the latent added to the timestep embedding instead of "
+               "DiffAE's AdaGN", "a convolutional semantic encoder",
+               "a clipped learned relative-position bias for the Conformer's Transformer-XL relative encoding",
+               "layer norm for batch norm in the Conformer's convolution module")
+
+
+def _source(module: Any, ckpt: Path | None) -> Any:
+    return file_fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
+
+
+def _identities(*infos: dict) -> list[str] | None:
+    """The identities the models were trained on (a person-specific protocol), None when trained on all of them."""
+    sets = [set(i["identities"]) for i in infos if i.get("identities") is not None]
+    if not sets:
+        return None
+    return sorted(set.intersection(*sets))
+
+
+class _DAEMethod(Method):
+    """Shared by both kinds: the diffusion autoencoder (a checkpoint, or injected), its settings read once from the
+    checkpoint, and latents -> frames at the clip's resolution -> mp4 with the clip's audio."""
+
+    OPTIONS: ClassVar[tuple[str, ...]] = ("shared_noise", "noise_seed")
+    CHECKPOINTS: ClassVar[tuple[str, ...]] = (AUTOENCODER,)
+
+    def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, autoencoder: Any = None) -> None:
+        super().__init__(name, cfg, ctx)
+        self.options = dict(cfg.options or {})
+        unknown = sorted(set(self.options) - set(self.OPTIONS))
+        if unknown:
+            raise ConfigError(f"methods.{name}.options: unknown {unknown} ({', '.join(self.OPTIONS)})")
+        unknown = sorted(set(cfg.checkpoints or {}) - set(self.CHECKPOINTS))
+        if unknown:
+            raise ConfigError(f"methods.{name}.checkpoints: unknown {unknown} ({', '.join(self.CHECKPOINTS)})")
+        shared = self.options.get("shared_noise", True)
+        if not isinstance(shared, bool):
+            raise ConfigError(f"methods.{name}.options.shared_noise={shared!r}: true or false")
+        self.shared_noise = shared
+        seed = self.options.get("noise_seed")
+        self.noise_seed = int(cfg.seed if seed is None else seed)
+        self._autoencoder = autoencoder
+        self.ckpt_autoencoder: Path | None = None
+        self._headers: dict[str, dict] = {}  # model -> {"hparams", "data"}, read once
+
+    # -- models --------------------------------------------------------------------------------------------------
+
+    def _load(self, path: Path, model: str) -> Any:
+        from ... import registry
+        from ...checkpoints import CheckpointError
+
+        try:
+            return registry.load_checkpoint(path, expected=model).eval().to(self.ctx.device)
+        except CheckpointError as err:
+            raise MethodUnavailable(f"{model} checkpoint {path}: {err}") from err
+
+    def _header(self, model: str, module: Any, path: Path | None) -> dict:
+        """``{"hparams": hyper-parameters, "data": data description}`` of a model: from its module when injected or
+        loaded, else read once from its checkpoint (the row's facts and note need them before any clip loads it)."""
+        if model not in self._headers:
+            if module is not None:
+                hp, data = dict(getattr(module, "hparams", {}) or {}), getattr(module, "data_info", None)
+            else:
+                from ...checkpoints import CheckpointError, safe_load
+
+                try:
+                    blob = safe_load(path)
+                except CheckpointError as err:
+                    raise MethodUnavailable(f"{model} checkpoint {path}: {err}") from err
+                hp, data = blob.get("hyper_parameters") or {}, (blob.get("dreamhead") or {}).get("data")
+            self._headers[model] = {"hparams": dict(hp), "data": dict(data or {})}
+        return self._headers[model]
+
+    @property
+    def autoencoder(self) -> Any:
+        if self._autoencoder is None:
+            self._autoencoder = self._load(self.ckpt_autoencoder, AUTOENCODER)
+        return self._autoencoder
+
+    def _ae(self) -> dict:
+        return self._header(AUTOENCODER, self._autoencoder, self.ckpt_autoencoder)
+
+    def _ae_latent_dim(self) -> int:
+        if self._autoencoder is not None:
+            return int(self._autoencoder.latent_dim)
+        from .lit import DAENetConfig
+
+        return int((self._ae()["hparams"].get("net") or {}).get("latent_dim", DAENetConfig.latent_dim))
+
+    @property
+    def working_resolution(self) -> int:
+        """The autoencoder's frames (its data.working_resolution)."""
+        if self._autoencoder is not None:
+            return int(self._autoencoder.resolution)
+        return int(self._ae()["hparams"]["resolution"])
+
+    def _decoding(self) -> tuple[str, int]:
+        """(sampler, steps) the decoder runs with: the method's, else the autoencoder's configured ones."""
+        from ...lit.base import DiffusionConfig
+
+        if self._autoencoder is not None:
+            d = self._autoencoder.diffusion_cfg
+            sampler, steps = d.sampler, d.sample_steps
+        else:
+            d = self._ae()["hparams"].get("diffusion") or {}
+            sampler = d.get("sampler", DiffusionConfig.sampler)
+            steps = d.get("sample_steps", DiffusionConfig.sample_steps)
+        return str(self.cfg.sampler or sampler), int(self.cfg.steps or steps)
+
+    def _check_dataset(self, info: dict, model: str) -> None:
+        """A model trained on frames of another resolution than the bench dataset's was trained on another dataset (or
+        another processing of it): its latents and poses mean nothing here. Another folder name is only warned of."""
+        have = int(self.ctx.dataset_info.get("resolution") or 0)
+        theirs = int(info.get("source_resolution") or 0)
+        if have and theirs and have != theirs:
+            raise MethodUnavailable(f"{model} was trained on {info.get('root', 'another dataset')} ({theirs} px "
+                                    f"frames); the bench's dataset {self.ctx.data_root} has {have} px frames: train it "
+                                    f"on this dataset (data.root={self.ctx.data_root}) or bench it on its own")
+        root = info.get("root")
+        if root and Path(root).name != self.ctx.data_root.name:
+            warnings.warn(f"{model} was trained on {root}, the bench's dataset is {self.ctx.data_root}: scored as if "
+                          "they were the same data", RuntimeWarning, stacklevel=3)
+
+    def _check_identities(self, identities: list[str] | None, model: str) -> None:
+        """A person-specific model of none of the dataset's identities has no video for any clip: the row's reason."""
+        if identities is None:
+            return
+        from ...data.clip import read_index
+
+        have = {r.identity for r in read_index(self.ctx.data_root)}
+        if not set(identities) & have:
+            listed = ", ".join(sorted(have)[:8]) + (" ..." if len(have) > 8 else "")
+            raise MethodUnavailable(f"{model} is person-specific, trained on {identities}, none of which is an "
+                                    f"identity of {self.ctx.data_root} ({listed})")
+
+    # -- the bench's view ----------------------------------------------------------------------------------------
+
+    @property
+    def identities(self) -> list[str] | None:
+        """The identities this method makes videos of (None: all)."""
+        return _identities(self._ae()["data"])
+
+    def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
+        if self.identities is not None and clip.record.identity not in self.identities:
+            return None, False  # a person-specific model: no video of anyone else
+        return super().video(clip, cache_dir)
+
+    def missing_reason(self, clip: TestClip) -> str:
+        return (f"person-specific, trained on {', '.join(self.identities or [])}; {clip.id} is of "
+                f"{clip.record.identity}")
+
+    def _decode_note(self) -> str:
+        sampler, steps = self._decoding()
+        noise = (f"every frame from ONE shared noise image (seed {self.noise_seed})" if self.shared_noise else
+                 f"fresh noise for every frame (seed {self.noise_seed}; the shared-noise ablation)")
+        note = f"the diffusion autoencoder's decoder ({sampler}, {steps} step{'s' if steps != 1 else ''}), {noise}"
+        return note + self._resize_note()
+
+    def _resize_note(self) -> str:
+        have, work = int(self.ctx.dataset_info.get("resolution") or 0), self.working_resolution
+        if have and have != work:
+            how = "upsampled" if have > work else "downsampled"
+            return f"; decoded at {work} px and {how} to the clip's {have} px"
+        return ""
+
+    def key(self) -> dict[str, Any]:
+        return {"kind": self.kind, "autoencoder": _source(self._autoencoder, self.ckpt_autoencoder),
+                "shared_noise": self.shared_noise, "noise_seed": self.noise_seed, "steps": self.cfg.steps,
+                "sampler": self.cfg.sampler}
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    def _write(self, latents: torch.Tensor, clip: TestClip, out: Path) -> None:
+        """Decode ``latents`` (F, D) to frames, resize them to the clip's resolution, write the mp4 with its audio."""
+        from ...data.datamodule import resize_frames
+        from ...video import write_video
+
+        x = self.autoencoder.decode(latents, noise_seed=self.noise_seed, steps=self.cfg.steps, sampler=self.cfg.sampler,
+                                    shared_noise=self.shared_noise, batch_size=self.cfg.batch_size,
+                                    progress=sys.stderr.isatty())
+        if not torch.isfinite(x).all():  # the writer would round NaN to black: leave nothing instead
+            raise RuntimeError(f"the autoencoder {self.ckpt_autoencoder or '(injected)'} decoded non-finite pixels: "
+                               "non-finite weights, or it diverged; retrain it")
+        frames = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (F, h, h, 3)
+        size = clip.frames.shape[1]
+        write_video(out, resize_frames(frames, size), fps=clip.fps, audio=clip.audio)
+
+
+@register_method("daetalker")
+class DAETalkerMethod(_DAEMethod):
+    """Audio -> speech2latent -> latents -> the diffusion autoencoder's decoder -> mp4 (the DAE-Talker† row)."""
+
+    default_uses_source_video = False  # the whole frame is generated; the clip gives pose numbers, not pixels
+    OPTIONS = ("pose_source", "shared_noise", "noise_seed")
+    CHECKPOINTS = (SPEECH2LATENT, AUTOENCODER)
+
+    def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, speech2latent: Any = None,
+                 autoencoder: Any = None) -> None:
+        super().__init__(name, cfg, ctx, autoencoder=autoencoder)
+        self.pose_source = str(self.options.get("pose_source", "clip"))
+        if self.pose_source not in POSE_SOURCES:
+            raise ConfigError(f"methods.{name}.options.pose_source={self.pose_source!r}: one of "
+                              f"{', '.join(POSE_SOURCES)}")
+        checkpoints = dict(cfg.checkpoints or {})
+        self._speech2latent = speech2latent
+        self.ckpt_speech2latent = None if speech2latent is not None else find_checkpoint(
+            checkpoints.get(SPEECH2LATENT), SPEECH2LATENT, ctx.runs_root)
+        if autoencoder is None:
+            self.ckpt_autoencoder = self._find_autoencoder(checkpoints.get(AUTOENCODER))
+        self._check_pair()
+        self._check_dataset(self._s2l()["data"], f"the speech2latent model {self._where(SPEECH2LATENT)}")
+        self._check_dataset(self._ae()["data"], f"the autoencoder {self._where(AUTOENCODER)}")
+        self._check_identities(self.identities, f"the speech2latent model {self._where(SPEECH2LATENT)}")
+        self._pose_ctx = None  # the bench dataset's DatasetContext, for the clip's pose
+
+    # -- models --------------------------------------------------------------------------------------------------
+
+    @property
+    def speech2latent(self) -> Any:
+        if self._speech2latent is None:
+            self._speech2latent = self._load(self.ckpt_speech2latent, SPEECH2LATENT)
+        return self._speech2latent
+
+    def _s2l(self) -> dict:
+        return self._header(SPEECH2LATENT, self._speech2latent, self.ckpt_speech2latent)
+
+    def _where(self, model: str) -> str:
+        path = self.ckpt_speech2latent if model == SPEECH2LATENT else self.ckpt_autoencoder
+        return str(path) if path is not None else "(injected)"
+
+    def learned_autoencoder(self) -> Path | None:
+        """The autoencoder checkpoint whose latents the speech2latent model learned, from its ``autoencoder``
+        hyper-parameters (``{"latents": "<run>/latents", "dim": D, "checkpoint": "last.ckpt"}``); None when not
+        recorded."""
+        record = self._s2l()["hparams"].get("autoencoder") or {}
+        if not record.get("latents"):
+            return None
+        return resolve_path(record["latents"]).parent / "checkpoints" / str(record.get("checkpoint") or "last.ckpt")
+
+    def _find_autoencoder(self, named: str | None) -> Path:
+        learned = self.learned_autoencoder()
+        if named:
+            path = find_checkpoint(named, AUTOENCODER, self.ctx.runs_root)
+            if learned is not None and path.resolve() != learned.resolve():
+                warnings.warn(f"methods.{self.name}: decoding with the autoencoder {path}, but the speech2latent model "
+                              f"{self._where(SPEECH2LATENT)} learned the latents of {learned}: unless both encode "
+                              "alike (the same weights), its latents mean other frames to this decoder",
+                              RuntimeWarning, stacklevel=3)
+            return path
+        if learned is None:
+            raise MethodUnavailable(f"the speech2latent model {self._where(SPEECH2LATENT)} does not record the "
+                                    f"autoencoder it learned from: name it in checkpoints.{AUTOENCODER}")
+        if not learned.is_file():
+            raise MethodUnavailable(f"the autoencoder the speech2latent model {self._where(SPEECH2LATENT)} learned "
+                                    f"from, {learned}, is missing: restore that run, or name another checkpoint of it "
+                                    f"in checkpoints.{AUTOENCODER}")
+        return learned
+
+    def _check_pair(self) -> None:
+        """The speech2latent model's latents must be of the autoencoder's size."""
+        hp = self._s2l()["hparams"]
+        theirs = hp.get("latent_dim") or (hp.get("autoencoder") or {}).get("dim")
+        mine = self._ae_latent_dim()
+        if theirs is not None and int(theirs) != mine:
+            raise MethodUnavailable(f"the speech2latent model {self._where(SPEECH2LATENT)} predicts {theirs}-d "
+                                    f"latents, the autoencoder {self._where(AUTOENCODER)} decodes {mine}-d ones: "
+                                    f"name the autoencoder it learned from in checkpoints.{AUTOENCODER} (or null for "
+                                    "the one it records)")
+
+    @property
+    def reference(self) -> str:
+        """speech2latent's reference: ``none`` or ``first_frame`` (the multi-speaker variant's reference latent)."""
+        return str((self._s2l()["hparams"].get("net") or {}).get("reference", "none"))
+
+    @property
+    def pose_modelling(self) -> bool:
+        """Whether speech2latent has the pose predictor and projector (False: no pose goes in)."""
+        return bool((self._s2l()["hparams"].get("net") or {}).get("pose_modelling", True))
+
+    @property
+    def identities(self) -> list[str] | None:
+        return _identities(self._s2l()["data"], self._ae()["data"])
+
+    # -- the bench's view ----------------------------------------------------------------------------------------
+
+    @property
+    def protocol(self) -> str:
+        if self.identities is not None:
+            return "person-specific"
+        return "one-shot (first frame)" if self.reference == "first_frame" else "multi-speaker"
+
+    @property
+    def effective_pose_source(self) -> str:
+        return self.pose_source if self.pose_modelling else "none"
+
+    def facts(self) -> dict[str, Any]:
+        return {"kind": self.kind, "pose_source": self.effective_pose_source, "shared_noise": self.shared_noise,
+                "protocol": "person_specific" if self.identities is not None else "multi_speaker",
+                "pose_modelling": self.pose_modelling}
+
+    def describe(self) -> str:
+        if self.identities is not None:
+            who = (f"person-specific (the paper's protocol): trained on {', '.join(self.identities)}; clips of other "
+                   "identities have no video")
+        elif self.reference == "first_frame":
+            who = ("multi-speaker adaptation: speech2latent conditioned on the latent of the clip's first frame (its "
+                   "only use of the clip's pixels)")
+        else:
+            who = "multi-speaker, without a reference: one model of every training identity"
+        pose = (POSE_SOURCES[self.pose_source] if self.pose_modelling else
+                "none (a speech2latent model without pose modelling)")
+        return (f"DAE-Talker† (re-implemented: {'; '.join(SUBSTITUTES)}): the whole frame from the clip's audio, "
+                f"speech2latent -> latents -> {self._decode_note()}; pose: {pose}; {who}. No landmarks are drawn and "
+                "no source frame is rendered over: the clip's pose numbers drive it, not its pixels")
+
+    def key(self) -> dict[str, Any]:
+        return {**super().key(), "speech2latent": _source(self._speech2latent, self.ckpt_speech2latent),
+                "pose_source": self.effective_pose_source}
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    def clip_pose(self, clip: TestClip, frames: int | None = None) -> np.ndarray:
+        """``(T, 4)`` raw head pose of the clip's first ``frames`` frames (all: None) from its ground-truth landmarks,
+        by training's code (``pose.landmark_pose``, on the bench dataset's context)."""
+        from ...data.clip import read_index
+        from ...data.datamodule import load_context
+        from .pose import landmark_pose
+
+        if self._pose_ctx is None:
+            self._pose_ctx = load_context(self.ctx.data_root, "dense", read_index(self.ctx.data_root))
+        n = clip.record.num_frames if frames is None else frames
+        return landmark_pose(self._pose_ctx, np.asarray(clip.reader.landmarks[:n]))
+
+    def generate(self, clip: TestClip, out: Path) -> None:
+        num = clip.record.num_frames
+        kwargs: dict[str, Any] = {"num_frames": num}
+        if self.pose_modelling:
+            if self.pose_source == "clip":
+                kwargs["pose"] = self.clip_pose(clip)
+            else:
+                kwargs["first_pose"] = self.clip_pose(clip, 1)[0]
+        with torch.no_grad():
+            if self.reference == "first_frame":
+                kwargs["reference_latent"] = self.autoencoder.encode_clip(clip.frames[:1])[0].numpy()
+            latents, _ = self.speech2latent.generate(clip.audio, **kwargs)
+            latents = np.asarray(latents, dtype=np.float32)
+            want = (num, self._ae_latent_dim())
+            if latents.shape != want or not np.isfinite(latents).all():
+                raise RuntimeError(f"speech2latent {self._where(SPEECH2LATENT)} gave latents {latents.shape} "
+                                   f"{'(non-finite)' if latents.shape == want else ''}, {want} needed")
+            self._write(torch.from_numpy(latents), clip, out)
+
+
+@register_method("daetalker_reconstruction")
+class DAEReconstructionMethod(_DAEMethod):
+    """The clip's true frames -> the semantic encoder -> the decoder -> mp4: DAE-Talker†'s upper bound."""
+
+    default_uses_source_video = True  # it sees every true frame
+
+    def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, autoencoder: Any = None) -> None:
+        super().__init__(name, cfg, ctx, autoencoder=autoencoder)
+        if autoencoder is None:
+            self.ckpt_autoencoder = find_checkpoint((cfg.checkpoints or {}).get(AUTOENCODER), AUTOENCODER,
+                                                    ctx.runs_root)
+        self._check_dataset(self._ae()["data"], f"the autoencoder {self.ckpt_autoencoder or '(injected)'}")
+        self._check_identities(self.identities, f"the autoencoder {self.ckpt_autoencoder or '(injected)'}")
+
+    @classmethod
+    def protocol_of(cls, cfg: MethodConfig) -> str:
+        return "DAE bound"
+
+    def facts(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shared_noise": self.shared_noise}
+
+    def describe(self) -> str:
+        who = (f"; person-specific autoencoder of {', '.join(self.identities)}: clips of other identities have no video"
+               if self.identities is not None else "")
+        return ("DAE reconstruction, the upper bound of DAE-Talker† (as the stage-2 bound is DreamHead's): every "
+                "true frame of the clip (it sees the whole source video) encoded by the semantic encoder and decoded "
+                f"by {self._decode_note()}{who}")
+
+    def generate(self, clip: TestClip, out: Path) -> None:
+        with torch.no_grad():
+            self._write(self.autoencoder.encode_clip(clip.frames, batch_size=self.cfg.batch_size), clip, out)
+
+
+__all__ = ["DAEReconstructionMethod", "DAETalkerMethod", "POSE_SOURCES", "SUBSTITUTES"]
