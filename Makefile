@@ -28,7 +28,7 @@ help:
 	@echo "make real SRC=videos DATA=data/mine   your videos: preprocess -> stage 1 -> stage 2 -> sync expert -> bench"
 	@echo "make bench        methods x test split -> FID, LPIPS, SSIM, PSNR, LMD, LSE-C/D, CSIM table (SIZE=demo|paper)"
 	@echo "make ablate DROP=temporal_smooth [SEEDS='0 1 2']   train full + variant, bench both, delta table (SIZE, DATA;"
-	@echo "                  METHOD=dreamtalk DROP=lip_expert: a baseline's components)"
+	@echo "                  METHOD=dreamtalk DROP=lip_expert, METHOD=daetalker DROP=shared_noise: a baseline's)"
 	@echo "make test         run the test suite (fast tests; make test-slow for the long ones)"
 	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
 	@echo "make preprocess SRC=raw_videos DATA=data/hdtf LAYOUT=hdtf|mead|plain   real videos -> processed dataset"
@@ -155,6 +155,7 @@ bench-daetalker: train-daetalker train-daetalker-person
 	$(PY) -m dreamhead_lit.bench --config bench/daetalker.yaml identities=[$(IDENTITY)] \
 		methods.daetalker_person.checkpoints.daetalker_speech2latent=person-$(IDENTITY) \
 		methods.daetalker_person_predicted_pose.checkpoints.daetalker_speech2latent=person-$(IDENTITY) \
+		methods.daetalker_person_fresh_noise.checkpoints.daetalker_speech2latent=person-$(IDENTITY) \
 		methods.reconstruction_person.checkpoints.daetalker_autoencoder=person-$(IDENTITY) $(ARGS)
 
 # SIZE=demo trains the dataset's own sync expert first (and on SynthTalk its landmarker: dlib cannot landmark rendered
@@ -169,17 +170,19 @@ bench: $(STAMP)
 
 # python -m dreamhead_lit.ablate [--method M] --list names the components; DROP takes several ("temporal_smooth cfg").
 # METHOD=dreamtalk (experiments/ablations/dreamtalk.yaml): its rows are rendered by DreamHead's stage-2 run $(RUN),
-# trained first when missing.
+# trained first when missing. METHOD=daetalker (experiments/ablations/daetalker.yaml): DROP=pose_modelling,
+# shared_noise, reference_latent or latent_adagn.
 METHOD ?= dreamhead
-DROP ?= $(if $(filter dreamhead,$(METHOD)),temporal_smooth,lip_expert)
+DROP ?= $(if $(filter dreamhead,$(METHOD)),temporal_smooth,$(if $(filter daetalker,$(METHOD)),pose_modelling,lip_expert))
+STAGE2_RENDERED := dreamtalk  # baselines whose rows DreamHead's stage 2 renders (DAE-Talker† decodes its own frames)
 SEEDS ?= 0
 ablate: $(STAMP)
 	@$(NEED_DATA)
 	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory train-landmarker train-syncnet $(if $(SYNTH),train-emotion) ARGS=)
-	$(if $(filter-out dreamhead,$(METHOD)),$(PY) -m dreamhead_lit.train stage2 --size $(SIZE) --if-needed name=$(RUN) $(DATA_ARG))
+	$(if $(filter $(STAGE2_RENDERED),$(METHOD)),$(PY) -m dreamhead_lit.train stage2 --size $(SIZE) --if-needed name=$(RUN) $(DATA_ARG))
 	$(PY) -m dreamhead_lit.ablate --method $(METHOD) $(foreach d,$(DROP),--drop $(d)) --seeds $(SEEDS) --size $(SIZE) \
 		$(if $(filter data/synthtalk,$(DATA)),,--data $(DATA)) \
-		$(if $(filter-out dreamhead,$(METHOD)),--bench methods.$(METHOD).stage2=$(RUN)) $(ARGS)
+		$(if $(filter $(STAGE2_RENDERED),$(METHOD)),--bench methods.$(METHOD).stage2=$(RUN)) $(ARGS)
 
 # Your own videos, end to end: preprocess -> stage 1 -> stage 2 -> the dataset's sync expert -> bench.
 # make real SRC=my_videos DATA=data/mine [LAYOUT=hdtf|mead|plain] [SIZE=demo|paper]; every step resumes or is skipped.

@@ -141,7 +141,7 @@ def test_reconstruction_decodes_the_true_frames_latents(tiny_synth, tmp_path, au
     (call,) = decoded
     torch.testing.assert_close(call["arg"], autoencoder.encode_clip(clip.frames))  # the true frames' latents
     assert call["shared_noise"] is True and call["steps"] == 1 and call["noise_seed"] == 0
-    assert result.facts["rec"] == {"kind": "daetalker_reconstruction", "shared_noise": True}
+    assert result.facts["rec"] == {"kind": "daetalker_reconstruction", "shared_noise": True, "protocol": "multi_speaker"}
     row = result.table[0]
     assert row["protocol"] == "DAE bound" and row["uses_source_video"] is True
     assert read_video(result.out_dir / "videos" / "rec" / f"{clip.id}.mp4").frames.shape == (FRAMES, 64, 64, 3)
@@ -287,3 +287,21 @@ def test_the_bench_identity_filter(tiny_synth, tmp_path, capsys):
                                            methods={"gt": {"kind": "ground_truth"}})))
     assert [r["clip"].split("_")[0] for r in result.per_clip] == seen[:1]
     assert result.markdown.startswith(f"# Benchmark `t` on {tiny_synth.name}: test_seen, identities {seen[0]} only")
+
+
+def test_the_multi_speaker_speech2latent_module_through_the_kind(tiny_synth, tmp_path, autoencoder, s2l_dm):
+    """The real module's multi-speaker variant (model.reference=first_frame): the kind gives it the first frame's
+    latent, and the video is the clip's length."""
+    from dreamhead_lit.baselines.daetalker.speech2latent import Speech2LatentModule
+
+    torch.manual_seed(0)
+    module = Speech2LatentModule.from_datamodule(s2l_dm, net={**S2L_NET, "reference": "first_frame"}).eval()
+    cfg = structured(make_cfg(tiny_synth, tmp_path, metrics=["ssim"], max_clips=1, max_frames=FRAMES, methods={}))
+    method = DAETalkerMethod("ms", MethodConfig(kind="daetalker", steps=1), bench_context(cfg), speech2latent=module,
+                             autoencoder=autoencoder)
+    assert method.reference == "first_frame" and method.protocol == "one-shot (first frame)"
+    given = recording(module, "generate")
+    result = run_bench(cfg, methods={"ms": method})
+    assert [r["status"] for r in result.per_clip] == ["ok"]
+    (call,) = given
+    assert call["reference_latent"].shape == (DIM,) and call["pose"].shape == (call["num_frames"], 4)

@@ -221,7 +221,9 @@ def test_train_cli_writes_a_checkpoint_that_generates(dm, tiny_synth, ae_run, tm
     assert model.hparams.autoencoder["checkpoint"] == "fake.ckpt"  # which decoder these latents are for
     torch.testing.assert_close(model.latent_norm.mean, torch.tensor(dm.train_statistics()["latent_mean"]))
     reader = dm.datasets["val"].readers[0]
-    latents, pose = model.generate(reader.audio(), first_pose=dm.datasets["val"].clip_pose(0)[0])
+    assert model.reference == "first_frame"  # the demo's multi-speaker adaptation: the first frame's latent too
+    latents, pose = model.generate(reader.audio(), first_pose=dm.datasets["val"].clip_pose(0)[0],
+                                   reference_latent=dm.cache[reader.record.id][0])
     assert latents.shape == (reader.num_frames, LATENT_DIM) and pose.shape == (reader.num_frames, 4)
     assert np.isfinite(latents).all() and np.isfinite(pose).all()
 

@@ -7,7 +7,8 @@ seconds. Outputs: data/synthtalk/preview.png, runs/stage{1,2}/demo/ (checkpoints
 outputs/demo/*.mp4: a held-out SynthTalk identity speaking, and a real portrait speaking when one is given with
 --ref or found in ../shared/data/real/ (a SynthTalk-trained model makes a poor job of a real face: the point is
 that the whole path runs and gives a valid video), and last the benchmark table of the demo models against ground
-truth, the static reference frame and stage 2 on true landmarks (benchmarks/results/synthtalk/demo/, `make bench`).
+truth, the static reference frame, stage 2 on true landmarks and the re-implemented baselines (DreamTalk†, DAE-Talker† and
+its reconstruction bound; benchmarks/results/synthtalk/demo/, `make bench`).
 """
 from __future__ import annotations
 
@@ -131,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         _talking_heads(root, resolve_path(args.out), args.ref, args.audio)
         print(f"({time.perf_counter() - t:.0f} s)")
         t = _step("7/7 benchmark table (the dataset's own landmarker, sync expert and emotion classifier, and the "
-                  "DreamTalk† baseline, are trained first, once)")
+                  "DreamTalk† and DAE-Talker† baselines, are trained first, once)")
         for scorer in ("landmarker", "syncnet", "emotion"):  # dlib and official SyncNet cannot score rendered faces
             _train(scorer)
-        fit_method("dreamtalk", "demo", ["name=demo"])  # every part in order, each skipped when complete
+        for baseline in ("dreamtalk", "daetalker"):
+            fit_method(baseline, "demo", ["name=demo"])  # every part in order, each skipped when complete
         result = bench.run_bench(bench.load_bench_config("bench/demo.yaml"))
     except (AudioError, bench.BenchError, CheckpointError, ClipError, ConfigError, FileNotFoundError, GenerationError,
             VideoError, ValueError) as err:

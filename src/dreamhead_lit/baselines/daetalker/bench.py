@@ -56,8 +56,8 @@ POSE_SOURCES = {
 }
 SUBSTITUTES = ("log-mel windows for the paper's speech features",
                "head pose = the similarity of the canonical landmarks to the crop (landmark-similarity pose)",
-               "DreamHead's stage-2 UNet as the DDIM decoder, the latent added to the timestep embedding instead of "
-               "DiffAE's AdaGN", "a convolutional semantic encoder",
+               "DreamHead's stage-2 UNet as the DDIM decoder (DiffAE's AdaGN on the latent)",
+               "a convolutional semantic encoder",
                "a clipped learned relative-position bias for the Conformer's Transformer-XL relative encoding",
                "layer norm for batch norm in the Conformer's convolution module")
 
@@ -206,11 +206,22 @@ class _DAEMethod(Method):
         return (f"person-specific, trained on {', '.join(self.identities or [])}; {clip.id} is of "
                 f"{clip.record.identity}")
 
+    @property
+    def latent_conditioning(self) -> str:
+        """How the decoder takes the latent: ``adagn`` (DiffAE's) or ``add`` (the ablation; older checkpoints)."""
+        return str((self._ae()["hparams"].get("net") or {}).get("latent_conditioning", "add"))
+
+    @property
+    def protocol_fact(self) -> str:
+        return "person_specific" if self.identities is not None else "multi_speaker"
+
     def _decode_note(self) -> str:
         sampler, steps = self._decoding()
         noise = (f"every frame from ONE shared noise image (seed {self.noise_seed})" if self.shared_noise else
                  f"fresh noise for every frame (seed {self.noise_seed}; the shared-noise ablation)")
         note = f"the diffusion autoencoder's decoder ({sampler}, {steps} step{'s' if steps != 1 else ''}), {noise}"
+        if self.latent_conditioning != "adagn":
+            note += " (its latent added to the step embedding, not DiffAE's AdaGN)"
         return note + self._resize_note()
 
     def _resize_note(self) -> str:
@@ -352,8 +363,7 @@ class DAETalkerMethod(_DAEMethod):
 
     def facts(self) -> dict[str, Any]:
         return {"kind": self.kind, "pose_source": self.effective_pose_source, "shared_noise": self.shared_noise,
-                "protocol": "person_specific" if self.identities is not None else "multi_speaker",
-                "pose_modelling": self.pose_modelling}
+                "protocol": self.protocol_fact, "pose_modelling": self.pose_modelling}
 
     def describe(self) -> str:
         if self.identities is not None:
@@ -427,7 +437,9 @@ class DAEReconstructionMethod(_DAEMethod):
         return "DAE bound"
 
     def facts(self) -> dict[str, Any]:
-        return {"kind": self.kind, "shared_noise": self.shared_noise}
+        """The protocol is its autoencoder's (person-specific when trained on some identities): the orderings check
+        pairs it with the DAE-Talker† rows of the same protocol (bench/reported/daetalker.yaml, ``same``)."""
+        return {"kind": self.kind, "shared_noise": self.shared_noise, "protocol": self.protocol_fact}
 
     def describe(self) -> str:
         who = (f"; person-specific autoencoder of {', '.join(self.identities)}: clips of other identities have no video"
