@@ -6,17 +6,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-import yaml
 from omegaconf import OmegaConf
 
-from dreamhead_lit import registry
 from dreamhead_lit.ablate import FULL, AblationSettings, bench_config, load_registry, main, method_ablation, plan_seed, \
     variants
 from dreamhead_lit.baselines.daetalker.bench import DAETalkerMethod
 from dreamhead_lit.bench.config import MethodConfig
 from dreamhead_lit.bench.methods.base import BenchContext
-from dreamhead_lit.config import load_config
 
+from test_ablate_dreamtalk import check_training_overrides
 from test_daetalker_bench import DIM, FakeSpeech2Latent
 
 REQUIRED = {"pose_modelling", "shared_noise", "reference_latent", "latent_adagn"}
@@ -31,13 +29,7 @@ def test_components_name_real_config_keys_and_bench_settings(tmp_path, capsys):
     checked = 0
     for name, c in components.items():
         assert c.description and c.method == "daetalker"
-        for part in m.parts:
-            spec = registry.get(part)
-            cfg = load_config(spec.config_file("demo"), c.overrides(part), schema=spec.schema_class())
-            for item in c.overrides(part):
-                key, value = item.split("=", 1)
-                assert OmegaConf.select(cfg, key, default=KeyError) == yaml.safe_load(value), (name, item)
-                checked += 1
+        checked += check_training_overrides(name, c, m)
         ctx = BenchContext(tmp_path, str(tmp_path), torch.device("cpu"), {})
         autoencoder = SimpleNamespace(latent_dim=DIM, hparams={}, data_info={})  # what the kind reads at construction
         for row in (c.bench, c.full_row):  # the kind refuses unknown options and pose sources

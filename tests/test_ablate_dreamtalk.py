@@ -41,6 +41,22 @@ REQUIRED = {"lip_expert", "lip_expert_unconditional", "style_guidance", "style_p
 PREDICTOR = "dreamtalk_style_predictor"
 
 
+def check_training_overrides(name: str, c, m) -> int:
+    """Every training override of component ``c`` is a key of its part's demo config schema and takes the value it
+    names; returns how many were checked."""
+    checked = 0
+    for part in m.parts:
+        if not c.overrides(part):
+            continue
+        spec = registry.get(part)
+        cfg = load_config(spec.config_file("demo"), c.overrides(part), schema=spec.schema_class())
+        for item in c.overrides(part):
+            key, value = item.split("=", 1)
+            assert OmegaConf.select(cfg, key, default=KeyError) == yaml.safe_load(value), (name, item)
+            checked += 1
+    return checked
+
+
 def test_components_name_real_config_keys_and_bench_settings(tmp_path, capsys):
     """Every training override is a key of its part's schema and takes the value it names; every bench setting is
     one the ``dreamtalk`` bench kind accepts."""
@@ -51,15 +67,7 @@ def test_components_name_real_config_keys_and_bench_settings(tmp_path, capsys):
     checked = 0
     for name, c in components.items():
         assert c.description and c.method == "dreamtalk"
-        for part in m.parts:
-            if not c.overrides(part):
-                continue
-            spec = registry.get(part)
-            cfg = load_config(spec.config_file("demo"), c.overrides(part), schema=spec.schema_class())
-            for item in c.overrides(part):
-                key, value = item.split("=", 1)
-                assert OmegaConf.select(cfg, key, default=KeyError) == yaml.safe_load(value), (name, item)
-                checked += 1
+        checked += check_training_overrides(name, c, m)
         ctx = BenchContext(tmp_path, str(tmp_path), torch.device("cpu"), {})
         stage2 = SimpleNamespace(net=SimpleNamespace(condition="landmarks", mode="dubbing"), data_info={})
         for row in (c.bench, c.full_row):  # the kind refuses unknown options and style sources

@@ -4,6 +4,7 @@ registry (one process and two)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,9 @@ def test_the_method_recipe_trains_the_parts_in_order_linked_and_skips_finished_o
     out = capsys.readouterr().out
     assert (tmp_path / "dreamtalk_style_predictor" / "r" / "checkpoints" / "last.ckpt").is_file()
     assert out.count("is complete") == 3 and "[dreamtalk 3/3] dreamtalk_style_predictor (run r)" in out
+    # the first part retrained (its run removed): the later, finished parts learned from the old one, and say so
+    shutil.rmtree(tmp_path / "dreamtalk_lip_expert" / "r")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"warning: dreamtalk run {tmp_path / 'dreamtalk' / 'r'} is complete, but a part before it " \
+           "(dreamtalk_lip_expert) was trained just now" in err and err.count("Remove it") == 2

@@ -92,13 +92,23 @@ def fit_method(method: str, size: str, overrides: list[str]) -> list[Path]:
     shared = [rest for part, rest in split if part is None]
     run = next((o.split("=", 1)[1] for o in reversed(shared) if o.startswith("name=")), size)
     done = []
+    trained_now: list[str] = []  # parts this call trained (not kept)
     for i, model in enumerate(r.models, 1):
         spec = registry.get(model)
         own = [rest for part, rest in split if part == model]
         print(f"[{method} {i}/{len(r.models)}] {model} (run {run})", flush=True)
         cfg = load_config(spec.config_file(size), [*r.overrides(model, run), *shared, f"name={run}", *own],
                           schema=spec.schema_class())
+        finished = finished_run_report(spec.group, spec.named(cfg), spec.schema_class())
+        linked = any("{run}" in o for m, extra in r.parts if m == model for o in extra)
+        if finished is not None and linked and trained_now:
+            # its run learned from the run before it as it WAS: kept (never deleted here), but said loudly
+            print(f"warning: {model} run {finished[0]} is complete, but a part before it ({trained_now[-1]}) was "
+                  f"trained just now: it learned from the old one. Remove it (rm -r {finished[0]}) and run this again",
+                  file=sys.stderr, flush=True)
         done.append(fit_if_needed(spec.name, cfg))
+        if finished is None:
+            trained_now.append(model)
     return done
 
 
