@@ -277,7 +277,9 @@ def test_missing_weights_are_na_with_the_file_name_and_an_error_under_strict(tin
 
 def test_config_files_load_and_name_their_methods():
     demo = load_bench_config("bench/demo.yaml", ["max_clips=2"])
-    assert set(demo.methods) == {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead", "dreamtalk"}
+    assert set(demo.methods) == {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead", "dreamtalk",
+                                 "daetalker", "daetalker_reconstruction"}
+    assert demo.methods.daetalker.options.pose_source == "clip"
     assert demo.methods.dreamtalk.options.style_source == "other_identity_same_emotion"
     assert demo.methods.dreamhead.protocol == "dubbing" and demo.max_clips == 2
     paper = load_bench_config("bench/paper.yaml", ["data=mead"])
