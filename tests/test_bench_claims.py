@@ -17,7 +17,8 @@ import pytest
 
 from dreamhead_lit.bench import GroundTruthMethod, MethodConfig, StaticReferenceMethod, bench_context, run_bench
 from dreamhead_lit.bench.claims import (NOT_COMPARABLE, ReferenceFileError, applicable, check_claim, check_orderings,
-                                        load_reference, load_references, reference_dir, render_orderings)
+                                        load_reference, load_references, reference_dir, render_orderings,
+                                        render_reported)
 from dreamhead_lit.bench.report import (BY_SPLIT_COLUMNS, TABLE_COLUMNS, by_split_rows, describe_splits,
                                         render_by_split)
 from test_bench import backends, make_cfg, read_csv, structured
@@ -93,6 +94,13 @@ def test_reference_file_loads_and_every_value_has_its_provenance(dreamtalk, tmp_
 def test_a_file_is_used_only_when_the_table_has_a_row_of_its_kind(dreamtalk):
     assert applicable([dreamtalk], {"a": {"kind": "dreamhead"}}) == []
     assert applicable([dreamtalk], {"a": {"kind": "dreamhead"}, "b": {"kind": "dreamtalk"}}) == [dreamtalk]
+
+
+def test_a_paper_with_no_digested_values_says_so_instead_of_an_empty_table():
+    (dae,) = [r for r in load_references() if r.key == "daetalker"]
+    assert not dae.values and dae.claims
+    text = "\n".join(render_reported([dae]))
+    assert "no values digested yet" in text and "| table |" not in text
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -496,6 +496,10 @@ def render_reported(references: list[Reference]) -> list[str]:
         return []
     lines = [f"## As reported ({NOT_COMPARABLE})", ""]
     for ref in references:
+        if not ref.values:  # a paper whose tables are not digested yet: say so rather than print an empty table
+            lines += [f"{ref.paper}, arXiv {ref.arxiv} (`bench/reported/{ref.key}.yaml`): no values digested yet; "
+                      f"only its orderings are checked below.", ""]
+            continue
         lines += [f"{ref.paper}, arXiv {ref.arxiv} (`bench/reported/{ref.key}.yaml`). Numbers as printed in the "
                   f"paper, on its data with its crops and metric code: not comparable with the ranked table above.", ""]
         cols = list(dict.fromkeys(v.column for v in ref.values))
