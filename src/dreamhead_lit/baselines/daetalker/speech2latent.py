@@ -253,17 +253,18 @@ class Speech2LatentNet(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def autoencoder_run_dir(run: str | None, runs_root: str | Path = "runs") -> Path:
-    """``autoencoder.run``: a run folder, or a run name under ``runs/daetalker_autoencoder/``."""
+def autoencoder_run_dir(run: str | None, runs_root: str | Path = "runs", *, model: str = AUTOENCODER_MODEL) -> Path:
+    """``autoencoder.run``: a run folder, or a run name under ``runs/<model>/`` (any autoencoder whose run writes a
+    latent cache: DAE-Talker's, StyleTalker's)."""
     if not run:
-        raise ConfigError("autoencoder.run is not set: name the daetalker_autoencoder run whose cached latents are the "
-                          "targets (a run name under runs/daetalker_autoencoder/, or a run folder)")
+        raise ConfigError(f"autoencoder.run is not set: name the {model} run whose cached latents are the "
+                          f"targets (a run name under runs/{model}/, or a run folder)")
     path = resolve_path(run)
     if not path.is_dir() and "/" not in run:
-        path = resolve_path(runs_root) / AUTOENCODER_MODEL / run
+        path = resolve_path(runs_root) / model / run
     if not path.is_dir():
         raise ConfigError(f"autoencoder.run={run!r}: no run folder at {path}; train the autoencoder first "
-                          f"(python -m dreamhead_lit.train {AUTOENCODER_MODEL}), which writes latents/ when it ends")
+                          f"(python -m dreamhead_lit.train {model}), which writes latents/ when it ends")
     return path
 
 
@@ -271,12 +272,12 @@ class LatentCache:
     """The latent cache of a diffusion-autoencoder run: ``<dir>/index.json`` ``{"dim": D, "clips": {clip_id: T},
     "checkpoint": ...}`` and ``<dir>/<clip_id>.npy`` float32 ``(T, D)``, opened as memory maps."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, model: str = AUTOENCODER_MODEL) -> None:
         self.dir = Path(directory)
         index = self.dir / "index.json"
         if not index.is_file():
-            raise ConfigError(f"no latent cache at {self.dir} (no index.json): the {AUTOENCODER_MODEL} run writes "
-                              "latents/ when its training ends; train it to the end, or name another run")
+            raise ConfigError(f"no latent cache at {self.dir} (no index.json): the {model} run writes "
+                              f"{self.dir.name}/ when its training ends; train it to the end, or name another run")
         try:
             info = json.loads(index.read_text())
             self.dim = int(info["dim"])
