@@ -25,35 +25,38 @@ from .scorer import Scorer
 # absolute offset and no fid).
 _VALUE_COLUMNS = {
     "ssim": ("ssim",), "psnr": ("psnr",), "ssim_mouth": ("ssim_mouth",), "psnr_mouth": ("psnr_mouth",),
-    "lpips": ("lpips",), "lmd": ("lmd_mouth", "lmd_face", "jitter_ratio"), "sync": ("lse_c", "lse_d", "sync_abs_offset"),
+    "lpips": ("lpips",), "lmd": ("lmd_mouth", "lmd_face", "jitter_ratio", "motion_spread"), "sync": ("lse_c", "lse_d", "sync_abs_offset"),
     "csim": ("csim",), "emotion": ("emotion_acc", "emotion_acc_lm", "emotion_acc_gt", "emotion_acc_gt_frames"),
     "fid": ("fid",),
 }
 TABLE_COLUMNS = (
     "method", "label", "kind", "protocol", "uses_source_video", "clips", "clips_expected", "frames",
     "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_unit", "jitter_ratio",
-    "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt",
+    "motion_spread", "lse_c", "lse_d", "sync_abs_offset", "csim", "fid", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt",
     "emotion_acc_gt_frames", "status",
 )
 PER_CLIP_COLUMNS = (
     "method", "split", "clip", "status", "frames", "frames_generated", "resized_from",
     "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "lmd_missing_frames", "jitter_ratio",
-    "lse_c", "lse_d", "sync_offset", "csim", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt",
+    "motion_spread", "lse_c", "lse_d", "sync_offset", "csim", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt",
     "emotion_acc_gt_frames", "emotion_pred",
 )
 NA = "n/a"
+# columns only methods that make several samples of a clip have (``bench.methods.base.sample_videos``): shown only
+# when some row has a value
+SAMPLED_COLUMNS = ("motion_spread",)
 # by_split.csv: per (method, split), the per-clip means of the per-clip metric columns (FID is not per clip: left out;
 # sync_abs_offset is the mean of |sync_offset|)
 BY_SPLIT_VALUE_COLUMNS = (
-    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "jitter_ratio", "lse_c", "lse_d",
-    "sync_abs_offset", "csim", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt", "emotion_acc_gt_frames",
+    "ssim", "psnr", "ssim_mouth", "psnr_mouth", "lpips", "lmd_mouth", "lmd_face", "jitter_ratio", "motion_spread",
+    "lse_c", "lse_d", "sync_abs_offset", "csim", "emotion_acc", "emotion_acc_lm", "emotion_acc_gt", "emotion_acc_gt_frames",
 )
 BY_SPLIT_COLUMNS = ("method", "label", "split", "split_is", "clips", "clips_expected", *BY_SPLIT_VALUE_COLUMNS)
 # Table headings: (column, heading, higher is better; None: closest to 1 is best)
 TABLE_HEADINGS = (
     ("ssim", "SSIM", True), ("psnr", "PSNR", True), ("ssim_mouth", "SSIM-m", True), ("psnr_mouth", "PSNR-m", True),
     ("lpips", "LPIPS", False), ("lmd_mouth", "M-LMD", False), ("lmd_face", "F-LMD", False), ("jitter_ratio", "Jitter", None),
-    ("lse_c", "LSE-C", True),
+    ("motion_spread", "Motion spread", True), ("lse_c", "LSE-C", True),
     ("lse_d", "LSE-D", False), ("sync_abs_offset", "|offset|", False), ("csim", "CSIM", True),
     ("emotion_acc", "Emotion", True), ("emotion_acc_lm", "Emotion (lm)", True), ("fid", "FID", False),
 )
@@ -186,7 +189,8 @@ def render_by_split(rows: list[dict[str, Any]], splits: dict[str, str]) -> list[
     """The "By split" section (markdown lines)."""
     if not rows:
         return []
-    cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if c in BY_SPLIT_VALUE_COLUMNS and any(r[c] != "" for r in rows)]
+    cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if c in BY_SPLIT_VALUE_COLUMNS and any(r[c] != "" for r in rows)
+            and (c not in SAMPLED_COLUMNS or any(_value(r[c]) is not None for r in rows))]
     head = ["method", "split", "clips"] + [_heading(h, hib) for _, h, hib in cols]
     lines = ["## By split", "",
              "Per-clip means over each split's scored clips: " + "; ".join(f"`{s}` = {w}" for s, w in splits.items())
@@ -230,7 +234,8 @@ def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestC
                     orderings: list[claims_mod.ClaimResult] | None = None) -> str:
     """table.md: the table (columns of the requested metrics), then the protocols, the settings and what was n/a;
     then, when given, the per-split table, the papers' numbers "as reported" and the orderings check."""
-    cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)]
+    cols = [(c, h, hib) for c, h, hib in TABLE_HEADINGS if any(c in _VALUE_COLUMNS[m] for m in scorer.requested)
+            and (c not in SAMPLED_COLUMNS or any(_value(r.get(c)) is not None for r in table))]
     head = ["method", "protocol", "source video", "clips"] + [_heading(h, hib) for _, h, hib in cols]
     only = cfg.get("identities")  # a person-specific bench: only these identities' clips
     who = f", identities {', '.join(only)} only" if only is not None else ""
@@ -260,7 +265,11 @@ def render_markdown(cfg: Any, dataset: str, splits: list[str], clips: list[TestC
         lines.append(f"- LMD: landmarks by {s['lmd'].label}; reference: {target}; M-LMD = mouth points 48-67, F-LMD = all "
                      f"68; each frame's points centred on their mean, mean L2 per point, mean over frames, then "
                      f"videos; {unit}. Jitter: mean acceleration magnitude |x[t+1] - 2x[t] + x[t-1]| of the 68 "
-                     f"detected points, over that of the ground truth's (1 = as smooth as the ground truth)")
+                     f"detected points, over that of the ground truth's (1 = as smooth as the ground truth)"
+                     + ("; Motion spread (rows that sample several videos of a clip with other seeds): at each frame "
+                        "the std across the samples of the detected points 0-47 (no mouth: head pose, brows, eyes), "
+                        "RMS over points, mean over frames, in pixels; 0 = every seed moves alike"
+                        if any(_value(r.get("motion_spread")) is not None for r in table) else ""))
     if "sync" in s and s["sync"].available:
         lines.append(f"- LSE-C / LSE-D / |offset|: expert {s['sync'].label}; offsets searched ±{cfg.sync.vshift} "
                      f"frames; audio: {'the clip source audio' if cfg.sync.audio == 'source' else 'the video track'}")

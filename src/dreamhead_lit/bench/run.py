@@ -16,7 +16,7 @@ from ..data.clip import read_dataset_info
 from .cache import ResultCache, digest, load_features, load_row, save_features, save_row
 from .clips import TestClip, select_clips
 from .config import BenchError, MethodConfig, MethodUnavailable
-from .methods import METHOD_KINDS, BenchContext, Method, build_method, motion_landmarks_file
+from .methods import METHOD_KINDS, BenchContext, Method, build_method, motion_landmarks_file, sample_videos
 from .claims import applicable, check_orderings, load_references
 from .report import (BenchResult, by_split_rows, describe_splits, na_reasons, per_clip_row, render_markdown, table_row,
                      write_outputs)
@@ -221,8 +221,10 @@ class _Scoring:
             data = read_video(video, with_audio=cfg.sync.audio == "video", target_fps=clip.fps)
             track = data.audio if cfg.sync.audio == "video" else None
             motion = motion_landmarks_file(video)
+            samples = [read_video(v, with_audio=False, target_fps=clip.fps).frames for v in sample_videos(video)]
             row, states = self.scorer.score(data.frames, clip, audio=track,
-                                            motion=np.load(motion) if motion.is_file() else None)
+                                            motion=np.load(motion) if motion.is_file() else None,
+                                            samples=samples or None)
             entry.update(row, status="ok", states=states)
             if with_fid:
                 fake_feats = self.scorer.fid_features(aligned(data.frames, clip))

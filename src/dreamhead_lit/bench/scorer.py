@@ -30,7 +30,7 @@ from ..metrics import (
 )
 from ..metrics._common import unit_float_images
 from ..metrics.emotion import EmotionMetric
-from ..metrics.lmd import DlibLandmarker, LMDNormalisation
+from ..metrics.lmd import DlibLandmarker, LMDNormalisation, motion_spread
 from .cache import CACHE_VERSION, file_fingerprint
 from .clips import TestClip
 from .config import METRICS, BenchConfig, LMDTarget, MethodUnavailable, MetricNotApplicable, SyncAudio
@@ -303,13 +303,15 @@ class Scorer:
         return self._gt_read[clip.id]
 
     def score(self, generated: np.ndarray, clip: TestClip, *, audio: np.ndarray | None = None,
-              motion: np.ndarray | None = None) -> tuple[dict, dict]:
+              motion: np.ndarray | None = None, samples: list[np.ndarray] | None = None) -> tuple[dict, dict]:
         """Score one generated clip against the ground truth: (row values, metric states).
 
         ``generated`` ``(T', H', W', 3)`` uint8; compared over ``min(T', T)`` frames, resized to the ground-truth size
         first when it differs. ``audio``: the track for the sync metrics (default: the clip's source audio).
         ``motion``: the 68 landmarks ``(T', 68, 2)`` the method generated and rendered, in the video's pixels (the
-        emotion column's ``emotion_acc_lm``); None for methods that make none.
+        emotion column's ``emotion_acc_lm``); None for methods that make none. ``samples``: more videos of the clip
+        from the same method with other seeds (a stochastic method's diversity): with the landmarker, the row gets
+        ``motion_spread`` over the video and them (``metrics.lmd.motion_spread``).
         """
         gt = clip.frames
         t = min(len(generated), len(gt))
@@ -343,6 +345,10 @@ class Scorer:
             elif name == "lmd":
                 target = self._gt_frame_landmarks(clip) if self.cfg.lmd.target == "frames" else clip.landmarks68
                 m.update(gen_landmarks, target[:t], source_resolution=int(gt.shape[1]))
+                if samples:
+                    read = [gen_landmarks] + [self._landmarks(aligned(v, clip)[:t]) for v in samples]
+                    row["motion_spread"] = motion_spread(read)
+                    states["motion_spread"] = {"total": row["motion_spread"] * t, "frames": t}
             elif name == "emotion":
                 m.update(gen_landmarks, clip.record.emotion, truth=lm68, truth_read=self._gt_frame_landmarks(clip)[:t],
                          motion=None if motion is None else motion[:t])
@@ -392,6 +398,9 @@ class Scorer:
             values = self._values(name, m)
             values.pop("lmd_missing_frames", None)
             out.update(values)
+        spread = [st["motion_spread"] for st in states if "motion_spread" in st]
+        if "lmd" in self.available and spread:  # frame-weighted over the clips that had samples
+            out["motion_spread"] = sum(s["total"] for s in spread) / max(1, sum(s["frames"] for s in spread))
         return out
 
     @property

@@ -48,6 +48,8 @@ __all__ = [
     "lmd_names",
     "lmd_per_frame",
     "landmark_jitter",
+    "motion_spread",
+    "MOTION_POINTS",
     "lmd_from_landmarks",
     "landmarks_from_frames",
     "lmd_from_frames",
@@ -94,6 +96,24 @@ def landmark_jitter(seq: Tensor) -> Tensor:
     """
     acc = seq[..., 2:, :, :] - 2 * seq[..., 1:-1, :, :] + seq[..., :-2, :, :]
     return torch.nanmean(acc.norm(dim=-1), dim=(-1, -2))
+
+
+MOTION_POINTS = list(range(48))  # the 68-point set without the mouth (48-67): jaw, brows, nose, eyes
+
+
+def motion_spread(samples: list[np.ndarray], points: list[int] = MOTION_POINTS) -> float:
+    """How differently K samples of one clip move the head and eyes: at each frame, the standard deviation across the
+    samples of each point's position (x and y), its root mean square over ``points`` (default: every point but the
+    mouth's, so lip motion does not count), then the mean over frames; in the landmarks' pixels. ``samples``: K >= 2
+    arrays ``(T, 68, 2)`` (NaN where a frame had no face: left out). 0 when every sample moves alike."""
+    if len(samples) < 2:
+        raise ValueError(f"motion_spread needs at least 2 samples, got {len(samples)}")
+    t = min(len(s) for s in samples)
+    x = np.stack([_as_landmarks(s[:t], name=f"sample {k}")[:, points] for k, s in enumerate(samples)])  # (K, T, P, 2)
+    with np.errstate(invalid="ignore"):
+        per_frame = np.sqrt(np.nanmean(np.nanvar(x, axis=0), axis=(1, 2)))  # (T,)
+    per_frame = per_frame[np.isfinite(per_frame)]
+    return float(per_frame.mean()) if len(per_frame) else float("nan")
 
 
 def _frame_factor(target: np.ndarray, normalisation: LMDNormalisation, scale: float) -> np.ndarray:

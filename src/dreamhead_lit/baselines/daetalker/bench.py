@@ -39,11 +39,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ...bench.cache import file_fingerprint
 from ...bench.clips import TestClip
 from ...bench.config import MethodConfig, MethodUnavailable
-from ...bench.methods.base import BenchContext, Method, find_checkpoint, register_method
-from ...config import ConfigError, resolve_path
+from ...bench.methods.base import BenchContext, find_checkpoint, register_method
+from ...bench.methods.checkpointed import CheckpointedMethod, source_key, trained_identities
+from ...config import resolve_path
 
 SPEECH2LATENT = "daetalker_speech2latent"
 AUTOENCODER = "daetalker_autoencoder"
@@ -62,19 +62,7 @@ SUBSTITUTES = ("log-mel windows for the paper's speech features",
                "layer norm for batch norm in the Conformer's convolution module")
 
 
-def _source(module: Any, ckpt: Path | None) -> Any:
-    return file_fingerprint(ckpt) if ckpt is not None else f"injected {type(module).__name__} {id(module)}"
-
-
-def _identities(*infos: dict) -> list[str] | None:
-    """The identities the models were trained on (a person-specific protocol), None when trained on all of them."""
-    sets = [set(i["identities"]) for i in infos if i.get("identities") is not None]
-    if not sets:
-        return None
-    return sorted(set.intersection(*sets))
-
-
-class _DAEMethod(Method):
+class _DAEMethod(CheckpointedMethod):
     """Shared by both kinds: the diffusion autoencoder (a checkpoint, or injected), its settings read once from the
     checkpoint, and latents -> frames at the clip's resolution -> mp4 with the clip's audio."""
 
@@ -83,59 +71,22 @@ class _DAEMethod(Method):
 
     def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, autoencoder: Any = None) -> None:
         super().__init__(name, cfg, ctx)
-        self.options = dict(cfg.options or {})
-        unknown = sorted(set(self.options) - set(self.OPTIONS))
-        if unknown:
-            raise ConfigError(f"methods.{name}.options: unknown {unknown} ({', '.join(self.OPTIONS)})")
-        unknown = sorted(set(cfg.checkpoints or {}) - set(self.CHECKPOINTS))
-        if unknown:
-            raise ConfigError(f"methods.{name}.checkpoints: unknown {unknown} ({', '.join(self.CHECKPOINTS)})")
-        shared = self.options.get("shared_noise", True)
-        if not isinstance(shared, bool):
-            raise ConfigError(f"methods.{name}.options.shared_noise={shared!r}: true or false")
-        self.shared_noise = shared
+        self.shared_noise = self.bool_option("shared_noise", True)
         seed = self.options.get("noise_seed")
         self.noise_seed = int(cfg.seed if seed is None else seed)
         self._autoencoder = autoencoder
         self.ckpt_autoencoder: Path | None = None
-        self._headers: dict[str, dict] = {}  # model -> {"hparams", "data"}, read once
 
     # -- models --------------------------------------------------------------------------------------------------
-
-    def _load(self, path: Path, model: str) -> Any:
-        from ... import registry
-        from ...checkpoints import CheckpointError
-
-        try:
-            return registry.load_checkpoint(path, expected=model).eval().to(self.ctx.device)
-        except CheckpointError as err:
-            raise MethodUnavailable(f"{model} checkpoint {path}: {err}") from err
-
-    def _header(self, model: str, module: Any, path: Path | None) -> dict:
-        """``{"hparams": hyper-parameters, "data": data description}`` of a model: from its module when injected or
-        loaded, else read once from its checkpoint (the row's facts and note need them before any clip loads it)."""
-        if model not in self._headers:
-            if module is not None:
-                hp, data = dict(getattr(module, "hparams", {}) or {}), getattr(module, "data_info", None)
-            else:
-                from ...checkpoints import CheckpointError, safe_load
-
-                try:
-                    blob = safe_load(path)
-                except CheckpointError as err:
-                    raise MethodUnavailable(f"{model} checkpoint {path}: {err}") from err
-                hp, data = blob.get("hyper_parameters") or {}, (blob.get("dreamhead") or {}).get("data")
-            self._headers[model] = {"hparams": dict(hp), "data": dict(data or {})}
-        return self._headers[model]
 
     @property
     def autoencoder(self) -> Any:
         if self._autoencoder is None:
-            self._autoencoder = self._load(self.ckpt_autoencoder, AUTOENCODER)
+            self._autoencoder = self.load_model(self.ckpt_autoencoder, AUTOENCODER)
         return self._autoencoder
 
     def _ae(self) -> dict:
-        return self._header(AUTOENCODER, self._autoencoder, self.ckpt_autoencoder)
+        return self.header(AUTOENCODER, self._autoencoder, self.ckpt_autoencoder)
 
     def _ae_latent_dim(self) -> int:
         if self._autoencoder is not None:
@@ -164,38 +115,12 @@ class _DAEMethod(Method):
             steps = d.get("sample_steps", DiffusionConfig.sample_steps)
         return str(self.cfg.sampler or sampler), int(self.cfg.steps or steps)
 
-    def _check_dataset(self, info: dict, model: str) -> None:
-        """A model trained on frames of another resolution than the bench dataset's was trained on another dataset (or
-        another processing of it): its latents and poses mean nothing here. Another folder name is only warned of."""
-        have = int(self.ctx.dataset_info.get("resolution") or 0)
-        theirs = int(info.get("source_resolution") or 0)
-        if have and theirs and have != theirs:
-            raise MethodUnavailable(f"{model} was trained on {info.get('root', 'another dataset')} ({theirs} px "
-                                    f"frames); the bench's dataset {self.ctx.data_root} has {have} px frames: train it "
-                                    f"on this dataset (data.root={self.ctx.data_root}) or bench it on its own")
-        root = info.get("root")
-        if root and Path(root).name != self.ctx.data_root.name:
-            warnings.warn(f"{model} was trained on {root}, the bench's dataset is {self.ctx.data_root}: scored as if "
-                          "they were the same data", RuntimeWarning, stacklevel=3)
-
-    def _check_identities(self, identities: list[str] | None, model: str) -> None:
-        """A person-specific model of none of the dataset's identities has no video for any clip: the row's reason."""
-        if identities is None:
-            return
-        from ...data.clip import read_index
-
-        have = {r.identity for r in read_index(self.ctx.data_root)}
-        if not set(identities) & have:
-            listed = ", ".join(sorted(have)[:8]) + (" ..." if len(have) > 8 else "")
-            raise MethodUnavailable(f"{model} is person-specific, trained on {identities}, none of which is an "
-                                    f"identity of {self.ctx.data_root} ({listed})")
-
     # -- the bench's view ----------------------------------------------------------------------------------------
 
     @property
     def identities(self) -> list[str] | None:
         """The identities this method makes videos of (None: all)."""
-        return _identities(self._ae()["data"])
+        return trained_identities(self._ae()["data"])
 
     def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
         if self.identities is not None and clip.record.identity not in self.identities:
@@ -222,17 +147,10 @@ class _DAEMethod(Method):
         note = f"the diffusion autoencoder's decoder ({sampler}, {steps} step{'s' if steps != 1 else ''}), {noise}"
         if self.latent_conditioning != "adagn":
             note += " (its latent added to the step embedding, not DiffAE's AdaGN)"
-        return note + self._resize_note()
-
-    def _resize_note(self) -> str:
-        have, work = int(self.ctx.dataset_info.get("resolution") or 0), self.working_resolution
-        if have and have != work:
-            how = "upsampled" if have > work else "downsampled"
-            return f"; decoded at {work} px and {how} to the clip's {have} px"
-        return ""
+        return note + self.resize_note(self.working_resolution, "decoded")
 
     def key(self) -> dict[str, Any]:
-        return {"kind": self.kind, "autoencoder": _source(self._autoencoder, self.ckpt_autoencoder),
+        return {"kind": self.kind, "autoencoder": source_key(self._autoencoder, self.ckpt_autoencoder),
                 "shared_noise": self.shared_noise, "noise_seed": self.noise_seed, "steps": self.cfg.steps,
                 "sampler": self.cfg.sampler}
 
@@ -240,18 +158,10 @@ class _DAEMethod(Method):
 
     def _write(self, latents: torch.Tensor, clip: TestClip, out: Path) -> None:
         """Decode ``latents`` (F, D) to frames, resize them to the clip's resolution, write the mp4 with its audio."""
-        from ...data.datamodule import resize_frames
-        from ...video import write_video
-
         x = self.autoencoder.decode(latents, noise_seed=self.noise_seed, steps=self.cfg.steps, sampler=self.cfg.sampler,
                                     shared_noise=self.shared_noise, batch_size=self.cfg.batch_size,
                                     progress=sys.stderr.isatty())
-        if not torch.isfinite(x).all():  # the writer would round NaN to black: leave nothing instead
-            raise RuntimeError(f"the autoencoder {self.ckpt_autoencoder or '(injected)'} decoded non-finite pixels: "
-                               "non-finite weights, or it diverged; retrain it")
-        frames = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (F, h, h, 3)
-        size = clip.frames.shape[1]
-        write_video(out, resize_frames(frames, size), fps=clip.fps, audio=clip.audio)
+        self.write_frames(x, clip, out, who=f"the autoencoder {self.ckpt_autoencoder or '(injected)'}")
 
 
 @register_method("daetalker")
@@ -265,10 +175,7 @@ class DAETalkerMethod(_DAEMethod):
     def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, speech2latent: Any = None,
                  autoencoder: Any = None) -> None:
         super().__init__(name, cfg, ctx, autoencoder=autoencoder)
-        self.pose_source = str(self.options.get("pose_source", "clip"))
-        if self.pose_source not in POSE_SOURCES:
-            raise ConfigError(f"methods.{name}.options.pose_source={self.pose_source!r}: one of "
-                              f"{', '.join(POSE_SOURCES)}")
+        self.pose_source = self.choice_option("pose_source", POSE_SOURCES, "clip")
         checkpoints = dict(cfg.checkpoints or {})
         self._speech2latent = speech2latent
         self.ckpt_speech2latent = None if speech2latent is not None else find_checkpoint(
@@ -276,9 +183,9 @@ class DAETalkerMethod(_DAEMethod):
         if autoencoder is None:
             self.ckpt_autoencoder = self._find_autoencoder(checkpoints.get(AUTOENCODER))
         self._check_pair()
-        self._check_dataset(self._s2l()["data"], f"the speech2latent model {self._where(SPEECH2LATENT)}")
-        self._check_dataset(self._ae()["data"], f"the autoencoder {self._where(AUTOENCODER)}")
-        self._check_identities(self.identities, f"the speech2latent model {self._where(SPEECH2LATENT)}")
+        self.check_dataset(self._s2l()["data"], f"the speech2latent model {self._where(SPEECH2LATENT)}")
+        self.check_dataset(self._ae()["data"], f"the autoencoder {self._where(AUTOENCODER)}")
+        self.check_identities(self.identities, f"the speech2latent model {self._where(SPEECH2LATENT)}")
         self._pose_ctx = None  # the bench dataset's DatasetContext, for the clip's pose
 
     # -- models --------------------------------------------------------------------------------------------------
@@ -286,11 +193,11 @@ class DAETalkerMethod(_DAEMethod):
     @property
     def speech2latent(self) -> Any:
         if self._speech2latent is None:
-            self._speech2latent = self._load(self.ckpt_speech2latent, SPEECH2LATENT)
+            self._speech2latent = self.load_model(self.ckpt_speech2latent, SPEECH2LATENT)
         return self._speech2latent
 
     def _s2l(self) -> dict:
-        return self._header(SPEECH2LATENT, self._speech2latent, self.ckpt_speech2latent)
+        return self.header(SPEECH2LATENT, self._speech2latent, self.ckpt_speech2latent)
 
     def _where(self, model: str) -> str:
         path = self.ckpt_speech2latent if model == SPEECH2LATENT else self.ckpt_autoencoder
@@ -347,7 +254,7 @@ class DAETalkerMethod(_DAEMethod):
 
     @property
     def identities(self) -> list[str] | None:
-        return _identities(self._s2l()["data"], self._ae()["data"])
+        return trained_identities(self._s2l()["data"], self._ae()["data"])
 
     # -- the bench's view ----------------------------------------------------------------------------------------
 
@@ -381,7 +288,7 @@ class DAETalkerMethod(_DAEMethod):
                 "no source frame is rendered over: the clip's pose numbers drive it, not its pixels")
 
     def key(self) -> dict[str, Any]:
-        return {**super().key(), "speech2latent": _source(self._speech2latent, self.ckpt_speech2latent),
+        return {**super().key(), "speech2latent": source_key(self._speech2latent, self.ckpt_speech2latent),
                 "pose_source": self.effective_pose_source}
 
     # -- generation ----------------------------------------------------------------------------------------------
@@ -429,8 +336,8 @@ class DAEReconstructionMethod(_DAEMethod):
         if autoencoder is None:
             self.ckpt_autoencoder = find_checkpoint((cfg.checkpoints or {}).get(AUTOENCODER), AUTOENCODER,
                                                     ctx.runs_root)
-        self._check_dataset(self._ae()["data"], f"the autoencoder {self.ckpt_autoencoder or '(injected)'}")
-        self._check_identities(self.identities, f"the autoencoder {self.ckpt_autoencoder or '(injected)'}")
+        self.check_dataset(self._ae()["data"], f"the autoencoder {self.ckpt_autoencoder or '(injected)'}")
+        self.check_identities(self.identities, f"the autoencoder {self.ckpt_autoencoder or '(injected)'}")
 
     @classmethod
     def protocol_of(cls, cfg: MethodConfig) -> str:

@@ -52,6 +52,12 @@ def motion_landmarks_file(video: Path) -> Path:
     return video.with_suffix(".landmarks68.npy")
 
 
+def sample_videos(video: Path) -> list[Path]:
+    """Beside a method's cached ``<clip>.mp4``: more samples of the clip with other seeds, ``<clip>.sample<k>.mp4``
+    (k = 1, 2, ...; written by stochastic methods asked for several samples), for the Motion spread column."""
+    return sorted(video.parent.glob(f"{video.stem}.sample*.mp4"), key=lambda p: p.name)
+
+
 def register_method(kind: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator adding a method kind to :data:`METHOD_KINDS` (the ``kind`` a bench config names)."""
 
@@ -141,6 +147,8 @@ class Method:
             return out, False
         out.parent.mkdir(parents=True, exist_ok=True)
         motion_landmarks_file(out).unlink(missing_ok=True)  # never a previous video's landmarks beside a new video
+        for stale in sample_videos(out):  # nor its samples
+            stale.unlink()
         self.generate(clip, out)
         atomic_write_text(sidecar, key + "\n")
         return out, True
