@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
 	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk train-daetalker train-daetalker-person baselines bench-dreamtalk \
-	bench-daetalker \
+	bench-daetalker train-styletalker \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make train-dreamtalk   DreamTalk† (every part, in order, each skipped when done); make baselines: all three"
 	@echo "make train-daetalker   DAE-Talker† multi-speaker (autoencoder -> speech2latent); train-daetalker-person"
 	@echo "                  IDENTITY=synth000: the paper's person-specific protocol (bench-daetalker benches it)"
+	@echo "make train-styletalker StyleTalker† (frame autoencoder -> lip-sync discriminator -> motion model)"
 	@echo "make eval-stage2  stage-2 metrics on the test split given true landmarks (RUN=name)"
 	@echo "make generate AUDIO=speech.wav REF=face.png OUT=out.mp4   talking head from the latest runs"
 	@echo "make real SRC=videos DATA=data/mine   your videos: preprocess -> stage 1 -> stage 2 -> sync expert -> bench"
@@ -138,7 +139,13 @@ train-daetalker-person: $(STAMP)
 	$(PY) -m dreamhead_lit.train --method daetalker --size $(SIZE) name=person-$(IDENTITY) "data.identities=[$(IDENTITY)]" \
 		daetalker_speech2latent:model.reference=none $(DATA_ARG) $(ARGS)
 
-baselines: train-dreamtalk train-daetalker
+# StyleTalker†: frame autoencoder (its codes cached, with and without the mouth) -> contrastive lip-sync discriminator
+# -> the motion model (lip branch + sequential VAE + flow prior), under runs/<part>/$(RUN)
+train-styletalker: $(STAMP)
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train --method styletalker --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
+
+baselines: train-dreamtalk train-daetalker train-styletalker
 
 # DreamTalk†'s orderings (experiments/bench/dreamtalk.yaml): the lip-expert variants trained, then the variant rows
 bench-dreamtalk: train-dreamtalk
@@ -171,9 +178,9 @@ bench: $(STAMP)
 # python -m dreamhead_lit.ablate [--method M] --list names the components; DROP takes several ("temporal_smooth cfg").
 # METHOD=dreamtalk (experiments/ablations/dreamtalk.yaml): its rows are rendered by DreamHead's stage-2 run $(RUN),
 # trained first when missing. METHOD=daetalker (experiments/ablations/daetalker.yaml): DROP=pose_modelling,
-# shared_noise, reference_latent or latent_adagn.
+# shared_noise, reference_latent or latent_adagn. METHOD=styletalker: DROP=flow_prior or sync_discriminator.
 METHOD ?= dreamhead
-DROP ?= $(if $(filter dreamhead,$(METHOD)),temporal_smooth,$(if $(filter daetalker,$(METHOD)),pose_modelling,lip_expert))
+DROP ?= $(if $(filter dreamhead,$(METHOD)),temporal_smooth,$(if $(filter daetalker,$(METHOD)),pose_modelling,$(if $(filter styletalker,$(METHOD)),flow_prior,lip_expert)))
 STAGE2_RENDERED := dreamtalk  # baselines whose rows DreamHead's stage 2 renders (DAE-Talker† decodes its own frames)
 SEEDS ?= 0
 ablate: $(STAMP)

@@ -132,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         _talking_heads(root, resolve_path(args.out), args.ref, args.audio)
         print(f"({time.perf_counter() - t:.0f} s)")
         t = _step("7/7 benchmark table (the dataset's own landmarker, sync expert and emotion classifier, and the "
-                  "DreamTalk† and DAE-Talker† baselines, are trained first, once)")
+                  "DreamTalk†, DAE-Talker† and StyleTalker† baselines, are trained first, once)")
         for scorer in ("landmarker", "syncnet", "emotion"):  # dlib and official SyncNet cannot score rendered faces
             _train(scorer)
-        for baseline in ("dreamtalk", "daetalker"):
+        for baseline in ("dreamtalk", "daetalker", "styletalker"):
             fit_method(baseline, "demo", ["name=demo"])  # every part in order, each skipped when complete
         result = bench.run_bench(bench.load_bench_config("bench/demo.yaml"))
     except (AudioError, bench.BenchError, CheckpointError, ClipError, ConfigError, FileNotFoundError, GenerationError,
