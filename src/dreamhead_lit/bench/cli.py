@@ -18,12 +18,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dreamhead_lit.bench", description=bench.__doc__.splitlines()[0])
     parser.add_argument("--config", default="bench/demo.yaml", help="experiment file under experiments/ (or a path)")
     parser.add_argument("--strict", action="store_true", help="a metric or method that would be n/a is an error")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="bench once per sampling seed (every method's seed), then a mean ± std table "
+                             "(<name>-seeds/table.md)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_clips=2 methods.dreamhead.steps=10")
     args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_bench_config(args.config, args.overrides)
         if args.strict:
             cfg.strict = True
+        if args.seeds:
+            from .seeds import run_seeds
+
+            folder, text = run_seeds(cfg, args.seeds)
+            print(text + f"\nwritten: {folder}/{{table.md, table.csv}}")
+            return 0
         result = run_bench(cfg)
     except (ConfigError, BenchError, ClipError, MissingWeightsError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
