@@ -92,10 +92,9 @@ class _StyleTalkerBase(CheckpointedMethod):
 
     def codes(self, clip: TestClip, *, masked: bool, frames: int | None = None) -> np.ndarray:
         """``(T, D)`` codes of the clip's first ``frames`` frames (all: None), with their mouths masked or not."""
-        from .masking import encode_clip_codes
-
         n = clip.record.num_frames if frames is None else frames
-        return encode_clip_codes(self.autoencoder, clip.frames[:n], clip.landmarks68[:n] if masked else None)
+        landmarks = clip.landmarks68[:n] if masked else None  # pixels of the clip's frames: encode_clip rescales
+        return self.autoencoder.encode_clip(clip.frames[:n], landmarks=landmarks).numpy()
 
     def write(self, codes: np.ndarray | torch.Tensor, clip: TestClip, out: Path) -> None:
         with torch.no_grad():
