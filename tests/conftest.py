@@ -87,14 +87,17 @@ def real_data() -> Path:
     return REAL_DATA
 
 
-def check_two_process_ddp_fit(stage: str, overrides: list[str], root: Path, runs: Path) -> None:
-    """Train `stage` for 3 steps through the CLI with 2 gloo processes; exactly one checkpoint and one log."""
+def check_two_process_ddp_fit(stage: str, overrides: list[str], root: Path, runs: Path, *,
+                              entry: list[str] | None = None) -> None:
+    """Train `stage` for 3 steps through the CLI with 2 gloo processes; exactly one checkpoint and one log. ``entry``:
+    what follows the interpreter instead of ``-m dreamhead_lit.train`` (a script that registers a test double first
+    and then calls the train CLI's ``main``; Lightning starts the second process with the same command)."""
     import subprocess
     import sys
 
     import torch
 
-    cmd = [sys.executable, "-m", "dreamhead_lit.train", stage, f"data.root={root}", f"runs_root={runs}", *overrides,
+    cmd = [sys.executable, *(entry or ["-m", "dreamhead_lit.train"]), stage, f"data.root={root}", f"runs_root={runs}", *overrides,
            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=3",
            "trainer.val_check_interval=100"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}

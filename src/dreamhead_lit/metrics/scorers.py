@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoints import CheckpointError, safe_load
-from ..config import resolve_path, run_dir
+from ..config import ConfigError, resolve_path, run_dir
 from ..data.audio import SAMPLES_PER_FRAME
 from ..data.clip import EMOTIONS
 from ..metrics.sync import SyncNetExpert, sync_scores_from_embeddings
@@ -36,8 +36,8 @@ from ..models.layers import resize_images
 from ..models.sync_expert import ReducedSyncNet, SyncCrop, check_crop, sync_video_input
 
 __all__ = ["DEFAULT_EVAL_SHIFTS", "EMOTION_FILE", "EXPERT_FILE", "LANDMARKER_FILE", "PAD_GUARD", "SCORERS_DIR",
-           "TrainedEmotionClassifier", "TrainedLandmarker", "TrainedSyncExpert", "near_chance", "offset_accuracy", "save_final", "scorer_run_dir", "scorer_run_name",
-           "shift_audio"]
+           "TrainedEmotionClassifier", "TrainedLandmarker", "TrainedSyncExpert", "is_scorer_path", "near_chance",
+           "offset_accuracy", "refuse_scorer", "save_final", "scorer_run_dir", "scorer_run_name", "shift_audio"]
 
 SCORERS_DIR = "scorers"  # runs/<this>/<kind>-<dataset>/ (the registry's run group of the scorers)
 LANDMARKER_FILE = "landmarker.pt"
@@ -56,6 +56,29 @@ def scorer_run_dir(kind: str, data_root: str | Path, *, runs_root: str | Path = 
                    name: str | None = None) -> Path:
     """``runs/scorers/<kind>-<dataset folder name>`` (or ``.../<name>``): where training writes and the bench looks."""
     return run_dir(SCORERS_DIR, name or scorer_run_name(kind, data_root), runs_root=runs_root)
+
+
+def is_scorer_path(path: str | Path, runs_root: str | Path = "runs") -> bool:
+    """Whether ``path`` is (or lies in) a dataset-trained scorer's run: the sync scorer's file name, a folder holding
+    it, anything under ``<runs_root>/scorers/``, or anything in a ``syncnet-*`` folder wherever it lies."""
+    path = resolve_path(path).resolve()
+    scorers = (resolve_path(runs_root) / SCORERS_DIR).resolve()
+    chain = [path, *path.parents]
+    return (path.name == EXPERT_FILE or (path / EXPERT_FILE).exists() or scorers in chain
+            or any(p.name.startswith("syncnet-") for p in chain))
+
+
+def refuse_scorer(path: str | Path, runs_root: str | Path = "runs", *, what: str, model: str,
+                  given: str | None = None) -> None:
+    """A ConfigError when ``path`` is the bench's sync scorer or another scorer's run (:func:`is_scorer_path`): a
+    network that gives a generator its training loss must never be the network that scores the bench. ``what``: the
+    config key that named it, ``given``: its value as written (default ``path``), ``model``: the registered model to
+    train instead. Callers check the reference as given, then the checkpoint it resolves to, so a scorer's run folder
+    is refused for what it is, not for lacking a checkpoint."""
+    if is_scorer_path(path, runs_root):
+        raise ConfigError(f"{what}={str(given if given is not None else path)!r} is the bench's sync scorer "
+                          f"({path}): a training loss must come from a separate {model} run (python -m "
+                          f"dreamhead_lit.train {model}), never from the network that scores the bench")
 
 
 def save_final(path: Path, blob: dict) -> None:

@@ -236,19 +236,11 @@ def load_lip_expert(ref: str, *, runs_root: str | Path = "runs") -> LipExpertMod
     """The frozen lip expert named by ``ref``; a ConfigError for the bench's sync scorer (a loss network must never
     be the network that scores the bench) and for any checkpoint not headed ``dreamtalk_lip_expert``."""
     from ... import registry
-    from ...metrics.scorers import EXPERT_FILE, SCORERS_DIR
-
-    scorers = (resolve_path(runs_root) / SCORERS_DIR).resolve()
-
-    def is_scorer(path: Path) -> bool:  # the scorer's file, anything under runs/scorers/ or a syncnet-* run
-        path = path.resolve()
-        return (path.name == EXPERT_FILE or (path / EXPERT_FILE).exists() or scorers in [path, *path.parents]
-                or any(p.name.startswith("syncnet-") for p in [path, *path.parents]))
+    from ...metrics.scorers import refuse_scorer
 
     # checked before and after resolving, so a scorer's run folder is refused for what it is, not for lacking a .ckpt
-    if is_scorer(resolve_path(ref)) or is_scorer(run_checkpoint(ref, runs_root)):
-        raise ConfigError(f"lip_expert.checkpoint={ref!r} is the bench's sync scorer: the denoiser's lip "
-                          f"expert must be a separate {MODEL_NAME} run (python -m dreamhead_lit.train {MODEL_NAME})")
+    refuse_scorer(ref, runs_root, what="lip_expert.checkpoint", model=MODEL_NAME)
+    refuse_scorer(run_checkpoint(ref, runs_root), runs_root, what="lip_expert.checkpoint", model=MODEL_NAME, given=ref)
     try:
         expert = registry.load_checkpoint(run_checkpoint(ref, runs_root), expected=MODEL_NAME)
     except CheckpointError as err:
