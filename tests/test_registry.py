@@ -158,3 +158,15 @@ def test_checkpoints_name_their_model_and_older_ones_their_stage(tmp_path):
     torch.save({"state_dict": {}}, plain)
     with pytest.raises(CheckpointError, match="no dreamhead-lit header"):
         registry.load_checkpoint(plain)
+
+
+def test_a_run_that_trains_no_step_is_an_error_not_a_done_run(dummy_registered, tiny_synth, tmp_path, capsys,
+                                                              monkeypatch):
+    # as a DDP rank whose share of the data is smaller than one batch (drop_last): Lightning returns without a step
+    import lightning as L
+
+    monkeypatch.setattr(L.Trainer, "fit", lambda self, *a, **k: None)
+    assert train.main(["test_dummy", "--config", str(_config_file(tmp_path, tiny_synth))]) == 2
+    err = capsys.readouterr().err
+    assert "ran 0 steps" in err and "data.batch_size=4" in err
+    assert not (tmp_path / "runs" / "test_dummy" / "tiny" / "done.json").exists()

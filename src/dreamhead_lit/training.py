@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from . import registry
 from .checkpoints import SAFE_LOAD
-from .config import load_config, save_resolved_config, to_container
+from .config import ConfigError, load_config, save_resolved_config, to_container
 from .data.clip import atomic_write_text
 from .lit.guards import NonFiniteGuard
 from .registry import ModelSpec
@@ -134,6 +134,13 @@ def _fit_in(out: Path, resume: str | None, spec: ModelSpec, cfg: DictConfig, cal
     logger = TensorBoardLogger(save_dir=str(out.parent), name=out.name, version="", default_hp_metric=False)
     trainer = L.Trainer(default_root_dir=str(out), logger=logger, callbacks=callbacks, **t, **extra)
     trainer.fit(module, datamodule=dm, ckpt_path=resume, **SAFE_LOAD)
+    if trainer.global_step == 0 and not trainer.interrupted:  # nothing learned: never a "done" run without weights
+        train = getattr(dm, "datasets", {}).get(getattr(getattr(dm, "hparams", None), "train_split", None))
+        size = f"{len(train)} training samples" if train is not None else "the training samples"
+        raise ConfigError(f"{spec.name}: training ran 0 steps ({size} over {trainer.world_size} process(es), "
+                          f"data.batch_size={getattr(dm.hparams, 'batch_size', '?')}; incomplete batches are dropped): "
+                          "lower data.batch_size, use fewer processes, or draw more samples per clip "
+                          "(data.windows_per_clip / data.frames_per_clip)")
     if trainer.is_global_zero and not trainer.interrupted:
         metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         figures = spec.export_figures(out, trainer, cfg)
