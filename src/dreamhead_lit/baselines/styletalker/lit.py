@@ -322,9 +322,9 @@ class StyleTalker(L.LightningModule):
 
     @staticmethod
     def lower_face(frames: Tensor, discriminator: Any = None) -> Tensor:
-        """The discriminator's crop of frames ``(..., 3, H, W)``: its own ``lower_face`` when it has one, else the
-        lower half of the rows (the mouth and jaw of an aligned face crop)."""
-        crop = getattr(discriminator, "lower_face", None)
+        """The discriminator's crop of frames ``(..., 3, H, W)``: its own ``lower_half`` (resized to the size it was
+        trained on, then the lower rows) when it has one, else the lower half of the rows."""
+        crop = getattr(discriminator, "lower_half", None)
         if callable(crop):
             return crop(frames)
         return frames[..., frames.shape[-2] // 2:, :]
