@@ -40,3 +40,5 @@ register_recipe(Recipe(
                           ("styletalker_sync", ("autoencoder.run={run}",)),
                           ("styletalker", ("autoencoder.run={run}", "sync_discriminator.run={run}"))),
     description="StyleTalker†: the frame autoencoder, its lip-sync discriminator, then the motion model"))
+
+from . import bench as _bench  # noqa: E402,F401  registers the bench's "styletalker" and "styletalker_reconstruction"
