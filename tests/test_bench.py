@@ -278,7 +278,16 @@ def test_missing_weights_are_na_with_the_file_name_and_an_error_under_strict(tin
 def test_config_files_load_and_name_their_methods():
     demo = load_bench_config("bench/demo.yaml", ["max_clips=2"])
     assert set(demo.methods) == {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead", "dreamtalk",
-                                 "daetalker", "daetalker_reconstruction"}
+                                 "daetalker", "daetalker_reconstruction", "styletalker", "styletalker_clip_motion",
+                                 "styletalker_reconstruction"}
+    from dreamhead_lit import registry
+    from dreamhead_lit.bench.methods import METHOD_KINDS
+
+    registry.discover()  # every kind a shipped config names is registered by importing the packages
+    for cfg in (demo, load_bench_config("bench/paper.yaml"), load_bench_config("bench/daetalker.yaml"),
+                load_bench_config("bench/dreamtalk.yaml")):
+        assert {m.kind for m in cfg.methods.values()} <= set(METHOD_KINDS)
+    assert demo.methods.styletalker.options.samples == 3
     assert demo.methods.daetalker.options.pose_source == "clip"
     assert demo.methods.dreamtalk.options.style_source == "other_identity_same_emotion"
     assert demo.methods.dreamhead.protocol == "dubbing" and demo.max_clips == 2
