@@ -57,3 +57,5 @@ def test_a_variant_retrains_only_the_motion_model(tmp_path):
     rows = bench_config(settings, vs, plans, 0, tmp_path / "out", m).methods
     assert rows["flow_prior"].options.samples == 3 and rows["flow_prior"].checkpoints[MOTION] == name("flow_prior")
     assert rows[vs[0].baseline].options.samples == 3  # its like-for-like full row samples three videos too
+    # the sync discriminator only trained the motion model (its run records it): the bench row names what it loads
+    assert set(rows["sync_discriminator"].checkpoints) == {AE, MOTION}

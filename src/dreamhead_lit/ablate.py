@@ -516,11 +516,17 @@ def _one_shot(variant: Variant, plans: dict[str, dict[str, RunPlan]], protocol: 
 
 def _set_runs(row: Any, m: MethodAblation, parts: tuple[str, ...], plans: dict[str, RunPlan]) -> None:
     """A bench row's runs: DreamHead's stages in its ``stage1``/``stage2`` fields (None: a stage the row does not use),
-    any other part under ``checkpoints`` (registered model -> run name)."""
+    any other part under ``checkpoints`` (registered model -> run name) when the bench kind loads it (a part that
+    only trained another, as StyleTalker's sync discriminator, is recorded by that part's run, not named here)."""
+    from . import registry
+    from .bench.methods import METHOD_KINDS
+
     for stage in STAGES:
         if stage in m.parts:
             row[stage] = plans[stage].name if stage in parts else None
-    others = {p: plans[p].name for p in parts if p not in STAGES}
+    registry.discover()
+    loads = getattr(METHOD_KINDS.get(m.kind), "CHECKPOINTS", ()) or ()
+    others = {p: plans[p].name for p in parts if p not in STAGES and (not loads or p in loads)}
     if others:
         row.checkpoints = others
 
