@@ -182,6 +182,7 @@ def test_both_sizes_build_and_take_a_training_step(tiny_synth, size):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # DreamTalk†'s part DDP fits: make test-slow (as DAE-Talker†'s and StyleTalker†'s)
 def test_two_process_ddp_fit_writes_one_checkpoint_and_one_log(tiny_synth, tmp_path):
     from conftest import check_two_process_ddp_fit
 

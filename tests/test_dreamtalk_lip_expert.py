@@ -149,6 +149,7 @@ def test_both_sizes_build_and_take_a_training_step(tiny_synth, size):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # DreamTalk†'s part DDP fits: make test-slow (as DAE-Talker†'s and StyleTalker†'s)
 def test_two_process_ddp_fit_of_the_expert_and_of_the_denoiser_with_it(tiny_synth, expert_ckpt, tmp_path):
     from conftest import check_two_process_ddp_fit
 
