@@ -75,6 +75,18 @@ def warmup_cosine(opt: torch.optim.Optimizer, *, warmup_steps: int, min_lr_ratio
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}
 
 
+def log_mean_metrics(module: L.LightningModule, metrics: Any, prefix: str = "val") -> dict:
+    """Log ``<prefix>/<name>`` for each MeanMetric of ``metrics`` (name -> metric, already synchronised across ranks)
+    that saw data this epoch, reset them all, and return the values (for metrics derived from them). Shared by every
+    LightningModule of the framework, diffusion or not."""
+    values = {k: m.compute() for k, m in metrics.items() if m.update_count > 0}
+    for k, v in values.items():
+        module.log(f"{prefix}/{k}", v, sync_dist=False)
+    for m in metrics.values():
+        m.reset()
+    return values
+
+
 class DiffusionLitModule(L.LightningModule):
     """Base LightningModule for a denoiser ``self.net(x_t, t, **cond)``.
 
@@ -91,12 +103,7 @@ class DiffusionLitModule(L.LightningModule):
     def log_validation_metrics(self) -> dict:
         """Log ``val/<name>`` for each of ``self.val_metrics`` (MeanMetrics, already synchronised across ranks) that saw
         data this epoch, reset them, and return the values (for metrics derived from them)."""
-        values = {k: m.compute() for k, m in self.val_metrics.items() if m.update_count > 0}
-        for k, v in values.items():
-            self.log(f"val/{k}", v, sync_dist=False)
-        for m in self.val_metrics.values():
-            m.reset()
-        return values
+        return log_mean_metrics(self, self.val_metrics)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:  # training adds the registry name (training.ModelHeader)
         checkpoint.setdefault("dreamhead", {}).update(stage=self.STAGE, data=self.data_info)

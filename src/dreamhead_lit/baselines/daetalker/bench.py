@@ -32,7 +32,6 @@ clip's first frame when its ``net.reference`` is ``first_frame``.
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +42,6 @@ from ...bench.clips import TestClip
 from ...bench.config import MethodConfig, MethodUnavailable
 from ...bench.methods.base import BenchContext, find_checkpoint, register_method
 from ...bench.methods.checkpointed import CheckpointedMethod, source_key, trained_identities
-from ...config import resolve_path
 
 SPEECH2LATENT = "daetalker_speech2latent"
 AUTOENCODER = "daetalker_autoencoder"
@@ -181,7 +179,9 @@ class DAETalkerMethod(_DAEMethod):
         self.ckpt_speech2latent = None if speech2latent is not None else find_checkpoint(
             checkpoints.get(SPEECH2LATENT), SPEECH2LATENT, ctx.runs_root)
         if autoencoder is None:
-            self.ckpt_autoencoder = self._find_autoencoder(checkpoints.get(AUTOENCODER))
+            self.ckpt_autoencoder = self.learned_autoencoder_checkpoint(
+                self._s2l()["hparams"].get("autoencoder"), AUTOENCODER, checkpoints.get(AUTOENCODER),
+                f"the speech2latent model {self._where(SPEECH2LATENT)}")
         self._check_pair()
         self.check_dataset(self._s2l()["data"], f"the speech2latent model {self._where(SPEECH2LATENT)}")
         self.check_dataset(self._ae()["data"], f"the autoencoder {self._where(AUTOENCODER)}")
@@ -202,34 +202,6 @@ class DAETalkerMethod(_DAEMethod):
     def _where(self, model: str) -> str:
         path = self.ckpt_speech2latent if model == SPEECH2LATENT else self.ckpt_autoencoder
         return str(path) if path is not None else "(injected)"
-
-    def learned_autoencoder(self) -> Path | None:
-        """The autoencoder checkpoint whose latents the speech2latent model learned, from its ``autoencoder``
-        hyper-parameters (``{"latents": "<run>/latents", "dim": D, "checkpoint": "last.ckpt"}``); None when not
-        recorded."""
-        record = self._s2l()["hparams"].get("autoencoder") or {}
-        if not record.get("latents"):
-            return None
-        return resolve_path(record["latents"]).parent / "checkpoints" / str(record.get("checkpoint") or "last.ckpt")
-
-    def _find_autoencoder(self, named: str | None) -> Path:
-        learned = self.learned_autoencoder()
-        if named:
-            path = find_checkpoint(named, AUTOENCODER, self.ctx.runs_root)
-            if learned is not None and path.resolve() != learned.resolve():
-                warnings.warn(f"methods.{self.name}: decoding with the autoencoder {path}, but the speech2latent model "
-                              f"{self._where(SPEECH2LATENT)} learned the latents of {learned}: unless both encode "
-                              "alike (the same weights), its latents mean other frames to this decoder",
-                              RuntimeWarning, stacklevel=3)
-            return path
-        if learned is None:
-            raise MethodUnavailable(f"the speech2latent model {self._where(SPEECH2LATENT)} does not record the "
-                                    f"autoencoder it learned from: name it in checkpoints.{AUTOENCODER}")
-        if not learned.is_file():
-            raise MethodUnavailable(f"the autoencoder the speech2latent model {self._where(SPEECH2LATENT)} learned "
-                                    f"from, {learned}, is missing: restore that run, or name another checkpoint of it "
-                                    f"in checkpoints.{AUTOENCODER}")
-        return learned
 
     def _check_pair(self) -> None:
         """The speech2latent model's latents must be of the autoencoder's size."""

@@ -44,7 +44,7 @@ from ...config import ConfigError, DataConfig, RunConfig, resolve_path, to_conta
 from ...data.audio import build_feature_extractor, windows_for_frames
 from ...data.clip import ClipReader, ClipRecord, read_index
 from ...data.datamodule import DatasetContext, LandmarkWindowDataset, TalkingHeadDataModule
-from ...lit.base import OptimConfig, warmup_cosine
+from ...lit.base import OptimConfig, log_mean_metrics, warmup_cosine
 from .pose import POSE_DIM, PosePredictor, PoseProjector, Standardizer, landmark_pose, pose_from_affine
 
 MODEL_NAME = "daetalker_speech2latent"
@@ -532,11 +532,7 @@ class Speech2LatentModule(L.LightningModule):
             self.val_metrics[k].update(v, weight=b)
 
     def on_validation_epoch_end(self) -> None:
-        values = {k: m.compute() for k, m in self.val_metrics.items() if m.update_count > 0}
-        for k, v in values.items():
-            self.log(f"val/{k}", v, sync_dist=False)  # MeanMetric already synchronised across ranks
-        for m in self.val_metrics.values():
-            m.reset()
+        values = log_mean_metrics(self, self.val_metrics)
         if "latent_err" in values:
             self.log("val/latent_err_vs_clip_mean", values["latent_err"] / values["latent_err_clip_mean"].clamp_min(1e-8))
 

@@ -23,7 +23,6 @@ motion encoder reads its mouth-masked frames, so the clip gives pose and blinks 
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +33,6 @@ from ...bench.clips import TestClip
 from ...bench.config import MethodConfig, MethodUnavailable
 from ...bench.methods.base import BenchContext, find_checkpoint, register_method
 from ...bench.methods.checkpointed import CheckpointedMethod, source_key, trained_identities
-from ...config import resolve_path
 
 MOTION = "styletalker"
 AUTOENCODER = "styletalker_autoencoder"
@@ -125,7 +123,9 @@ class StyleTalkerMethod(_StyleTalkerBase):
         self.ckpt_motion = None if motion is not None else find_checkpoint(checkpoints.get(MOTION), MOTION,
                                                                            ctx.runs_root)
         if autoencoder is None:
-            self.ckpt_autoencoder = self._find_autoencoder(checkpoints.get(AUTOENCODER))
+            self.ckpt_autoencoder = self.learned_autoencoder_checkpoint(
+                self._m()["hparams"].get("autoencoder"), AUTOENCODER, checkpoints.get(AUTOENCODER),
+                f"the motion model {self._where()}")
         self.check_dataset(self._m()["data"], f"the StyleTalker† motion model {self._where()}")
         self.check_dataset(self._ae()["data"], f"the frame autoencoder {self.ckpt_autoencoder or '(injected)'}")
 
@@ -142,31 +142,6 @@ class StyleTalkerMethod(_StyleTalkerBase):
 
     def _where(self) -> str:
         return str(self.ckpt_motion) if self.ckpt_motion is not None else "(injected)"
-
-    def learned_autoencoder(self) -> Path | None:
-        """The autoencoder checkpoint whose codes the motion model learned (its ``autoencoder`` hyper-parameters:
-        ``{"latents": "<run>/latents", "checkpoint": ...}``); None when not recorded."""
-        record = self._m()["hparams"].get("autoencoder") or {}
-        if not record.get("latents"):
-            return None
-        return resolve_path(record["latents"]).parent / "checkpoints" / str(record.get("checkpoint") or "last.ckpt")
-
-    def _find_autoencoder(self, named: str | None) -> Path:
-        learned = self.learned_autoencoder()
-        if named:
-            path = find_checkpoint(named, AUTOENCODER, self.ctx.runs_root)
-            if learned is not None and path.resolve() != learned.resolve():
-                warnings.warn(f"methods.{self.name}: decoding with the autoencoder {path}, but the motion model "
-                              f"{self._where()} learned the codes of {learned}: its codes mean other frames to this "
-                              "decoder unless both are the same weights", RuntimeWarning, stacklevel=3)
-            return path
-        if learned is None:
-            raise MethodUnavailable(f"the motion model {self._where()} does not record the autoencoder it learned "
-                                    f"from: name it in checkpoints.{AUTOENCODER}")
-        if not learned.is_file():
-            raise MethodUnavailable(f"the autoencoder the motion model {self._where()} learned from, {learned}, is "
-                                    f"missing: restore that run, or name another checkpoint in checkpoints.{AUTOENCODER}")
-        return learned
 
     @property
     def prior(self) -> str:

@@ -42,7 +42,7 @@ from ...config import ConfigError, RunConfig, to_container
 from ...data.audio import build_feature_extractor, windows_for_frames
 from ...data.clip import ClipReader, ClipRecord, read_index
 from ...data.datamodule import DatasetContext
-from ...lit.base import OptimConfig, warmup_cosine
+from ...lit.base import OptimConfig, log_mean_metrics, warmup_cosine
 from ..daetalker.pose import Standardizer
 from ..daetalker.speech2latent import LatentCache, LatentWindowDataset, Speech2LatentDataModule, autoencoder_run_dir
 from .motion import StyleTalkerNet, sample_prior
@@ -491,11 +491,7 @@ class StyleTalker(L.LightningModule):
             self.val_metrics[k].update(v, weight=b)
 
     def on_validation_epoch_end(self) -> None:
-        values = {k: m.compute() for k, m in self.val_metrics.items() if m.update_count > 0}
-        for k, v in values.items():
-            self.log(f"val/{k}", v, sync_dist=False)  # MeanMetric already synchronised across ranks
-        for m in self.val_metrics.values():
-            m.reset()
+        log_mean_metrics(self, self.val_metrics)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 

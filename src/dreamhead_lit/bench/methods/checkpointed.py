@@ -87,6 +87,32 @@ class CheckpointedMethod(Method):
             self._headers[model] = {"hparams": dict(hp), "data": dict(data or {})}
         return self._headers[model]
 
+    def learned_autoencoder_checkpoint(self, record: dict | None, model: str, named: str | None, learner: str) -> Path:
+        """The ``model`` (an autoencoder) checkpoint to decode a learner's latents with. ``record``: the learner's
+        ``autoencoder`` hyper-parameters, ``{"latents": "<run>/latents", "checkpoint": ...}`` (the cache it learned);
+        ``named``: the method's ``checkpoints.<model>`` (warned of when it is not the learned one); ``learner``: who
+        learned, for the messages."""
+        from ...config import resolve_path
+        from .base import find_checkpoint
+
+        record = record or {}
+        learned = (resolve_path(record["latents"]).parent / "checkpoints" / str(record.get("checkpoint") or "last.ckpt")
+                   if record.get("latents") else None)
+        if named:
+            path = find_checkpoint(named, model, self.ctx.runs_root)
+            if learned is not None and path.resolve() != learned.resolve():
+                warnings.warn(f"methods.{self.name}: decoding with the autoencoder {path}, but {learner} learned the "
+                              f"latents of {learned}: unless both encode alike (the same weights), its latents mean "
+                              "other frames to this decoder", RuntimeWarning, stacklevel=3)
+            return path
+        if learned is None:
+            raise MethodUnavailable(f"{learner} does not record the autoencoder it learned from: name it in "
+                                    f"checkpoints.{model}")
+        if not learned.is_file():
+            raise MethodUnavailable(f"the autoencoder {learner} learned from, {learned}, is missing: restore that run, "
+                                    f"or name another checkpoint of it in checkpoints.{model}")
+        return learned
+
     def check_dataset(self, info: dict, model: str) -> None:
         """A model trained on frames of another resolution than the bench dataset's was trained on another dataset (or
         another processing of it): its codes and poses mean nothing here. Another folder name is only warned of."""
