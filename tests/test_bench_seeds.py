@@ -38,3 +38,14 @@ def test_run_seeds_writes_the_mean_std_table(tiny_synth, tmp_path):
     assert folder.name == f"{cfg.name}-seeds" and (folder / "table.md").read_text() == text
     assert "seeds 0, 1" in text and "± 0.0000" in text  # the static frame does not depend on the seed
     assert (folder.parent / f"{cfg.name}-seed1" / "table.csv").is_file()
+
+
+def test_the_command_line_takes_overrides_after_the_seeds(monkeypatch):
+    from dreamhead_lit.bench import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "load_bench_config", lambda path, overrides: seen.setdefault("overrides", overrides))
+    monkeypatch.setattr("dreamhead_lit.bench.seeds.run_seeds",
+                        lambda cfg, seeds: (seen.setdefault("seeds", seeds), "table") and ("folder", "table"))
+    assert cli.main(["--seeds", "0", "2", "max_clips=1"]) == 0
+    assert seen == {"overrides": ["max_clips=1"], "seeds": [0, 2]}
