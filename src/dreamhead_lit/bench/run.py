@@ -221,7 +221,8 @@ class _Scoring:
             data = read_video(video, with_audio=cfg.sync.audio == "video", target_fps=clip.fps)
             track = data.audio if cfg.sync.audio == "video" else None
             motion = motion_landmarks_file(video)
-            samples = [read_video(v, with_audio=False, target_fps=clip.fps).frames for v in sample_videos(video)]
+            samples = ([read_video(v, with_audio=False, target_fps=clip.fps).frames for v in sample_videos(video)]
+                       if "lmd" in self.scorer.available else [])  # Motion spread reads them with the landmarker
             row, states = self.scorer.score(data.frames, clip, audio=track,
                                             motion=np.load(motion) if motion.is_file() else None,
                                             samples=samples or None)

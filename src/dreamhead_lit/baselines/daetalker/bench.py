@@ -41,7 +41,7 @@ import torch
 from ...bench.clips import TestClip
 from ...bench.config import MethodConfig, MethodUnavailable
 from ...bench.methods.base import BenchContext, find_checkpoint, register_method
-from ...bench.methods.checkpointed import CheckpointedMethod, source_key, trained_identities
+from ...bench.methods.checkpointed import AutoencoderMethod, source_key, trained_identities
 
 SPEECH2LATENT = "daetalker_speech2latent"
 AUTOENCODER = "daetalker_autoencoder"
@@ -60,31 +60,21 @@ SUBSTITUTES = ("log-mel windows for the paper's speech features",
                "layer norm for batch norm in the Conformer's convolution module")
 
 
-class _DAEMethod(CheckpointedMethod):
+class _DAEMethod(AutoencoderMethod):
     """Shared by both kinds: the diffusion autoencoder (a checkpoint, or injected), its settings read once from the
     checkpoint, and latents -> frames at the clip's resolution -> mp4 with the clip's audio."""
 
     OPTIONS: ClassVar[tuple[str, ...]] = ("shared_noise", "noise_seed")
     CHECKPOINTS: ClassVar[tuple[str, ...]] = (AUTOENCODER,)
+    AUTOENCODER = AUTOENCODER
 
     def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, autoencoder: Any = None) -> None:
-        super().__init__(name, cfg, ctx)
+        super().__init__(name, cfg, ctx, autoencoder=autoencoder)
         self.shared_noise = self.bool_option("shared_noise", True)
         seed = self.options.get("noise_seed")
         self.noise_seed = int(cfg.seed if seed is None else seed)
-        self._autoencoder = autoencoder
-        self.ckpt_autoencoder: Path | None = None
 
     # -- models --------------------------------------------------------------------------------------------------
-
-    @property
-    def autoencoder(self) -> Any:
-        if self._autoencoder is None:
-            self._autoencoder = self.load_model(self.ckpt_autoencoder, AUTOENCODER)
-        return self._autoencoder
-
-    def _ae(self) -> dict:
-        return self.header(AUTOENCODER, self._autoencoder, self.ckpt_autoencoder)
 
     def _ae_latent_dim(self) -> int:
         if self._autoencoder is not None:
@@ -92,13 +82,6 @@ class _DAEMethod(CheckpointedMethod):
         from .lit import DAENetConfig
 
         return int((self._ae()["hparams"].get("net") or {}).get("latent_dim", DAENetConfig.latent_dim))
-
-    @property
-    def working_resolution(self) -> int:
-        """The autoencoder's frames (its data.working_resolution)."""
-        if self._autoencoder is not None:
-            return int(self._autoencoder.resolution)
-        return int(self._ae()["hparams"]["resolution"])
 
     def _decoding(self) -> tuple[str, int]:
         """(sampler, steps) the decoder runs with: the method's, else the autoencoder's configured ones."""
@@ -114,20 +97,6 @@ class _DAEMethod(CheckpointedMethod):
         return str(self.cfg.sampler or sampler), int(self.cfg.steps or steps)
 
     # -- the bench's view ----------------------------------------------------------------------------------------
-
-    @property
-    def identities(self) -> list[str] | None:
-        """The identities this method makes videos of (None: all)."""
-        return trained_identities(self._ae()["data"])
-
-    def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
-        if self.identities is not None and clip.record.identity not in self.identities:
-            return None, False  # a person-specific model: no video of anyone else
-        return super().video(clip, cache_dir)
-
-    def missing_reason(self, clip: TestClip) -> str:
-        return (f"person-specific, trained on {', '.join(self.identities or [])}; {clip.id} is of "
-                f"{clip.record.identity}")
 
     @property
     def latent_conditioning(self) -> str:

@@ -32,7 +32,7 @@ import torch
 from ...bench.clips import TestClip
 from ...bench.config import MethodConfig, MethodUnavailable
 from ...bench.methods.base import BenchContext, find_checkpoint, register_method
-from ...bench.methods.checkpointed import CheckpointedMethod, source_key, trained_identities
+from ...bench.methods.checkpointed import AutoencoderMethod, source_key, trained_identities
 
 MOTION = "styletalker"
 AUTOENCODER = "styletalker_autoencoder"
@@ -48,42 +48,11 @@ SUBSTITUTES = ("a frame autoencoder trained on the dataset for the pretrained st
                "the motion encoder reads mouth-masked frames (its disentanglement from the lips)")
 
 
-class _StyleTalkerBase(CheckpointedMethod):
+class _StyleTalkerBase(AutoencoderMethod):
     """Shared by both kinds: the frame autoencoder (a checkpoint, or injected) and codes -> frames -> mp4."""
 
     CHECKPOINTS: ClassVar[tuple[str, ...]] = (AUTOENCODER,)
-
-    def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, autoencoder: Any = None) -> None:
-        super().__init__(name, cfg, ctx)
-        self._autoencoder = autoencoder
-        self.ckpt_autoencoder: Path | None = None
-
-    @property
-    def autoencoder(self) -> Any:
-        if self._autoencoder is None:
-            self._autoencoder = self.load_model(self.ckpt_autoencoder, AUTOENCODER)
-        return self._autoencoder
-
-    def _ae(self) -> dict:
-        return self.header(AUTOENCODER, self._autoencoder, self.ckpt_autoencoder)
-
-    @property
-    def working_resolution(self) -> int:
-        if self._autoencoder is not None:
-            return int(self._autoencoder.resolution)
-        return int(self._ae()["hparams"]["resolution"])
-
-    @property
-    def identities(self) -> list[str] | None:
-        return trained_identities(self._ae()["data"])
-
-    def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
-        if self.identities is not None and clip.record.identity not in self.identities:
-            return None, False
-        return super().video(clip, cache_dir)
-
-    def missing_reason(self, clip: TestClip) -> str:
-        return f"trained on {', '.join(self.identities or [])}; {clip.id} is of {clip.record.identity}"
+    AUTOENCODER = AUTOENCODER
 
     def key(self) -> dict[str, Any]:
         return {"kind": self.kind, "autoencoder": source_key(self._autoencoder, self.ckpt_autoencoder)}

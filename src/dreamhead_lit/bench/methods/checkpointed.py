@@ -158,4 +158,48 @@ class CheckpointedMethod(Method):
         write_video(out, resize_frames(frames, clip.frames.shape[1]), fps=clip.fps, audio=clip.audio)
 
 
-__all__ = ["CheckpointedMethod", "source_key", "trained_identities"]
+class AutoencoderMethod(CheckpointedMethod):
+    """A kind whose frames come from an autoencoder's decoder (DAE-Talker's, StyleTalker's): the autoencoder loaded
+    once from ``ckpt_autoencoder`` (set by the subclass) or injected, its header, working resolution and training
+    identities; a model trained on some identities (a person-specific protocol) makes no video of anyone else.
+    Subclasses name the registered model in ``AUTOENCODER``."""
+
+    AUTOENCODER: ClassVar[str] = ""
+
+    def __init__(self, name: str, cfg: MethodConfig, ctx: BenchContext, *, autoencoder: Any = None) -> None:
+        super().__init__(name, cfg, ctx)
+        self._autoencoder = autoencoder
+        self.ckpt_autoencoder: Path | None = None
+
+    @property
+    def autoencoder(self) -> Any:
+        if self._autoencoder is None:
+            self._autoencoder = self.load_model(self.ckpt_autoencoder, self.AUTOENCODER)
+        return self._autoencoder
+
+    def _ae(self) -> dict:
+        return self.header(self.AUTOENCODER, self._autoencoder, self.ckpt_autoencoder)
+
+    @property
+    def working_resolution(self) -> int:
+        """The autoencoder's frames (its data.working_resolution)."""
+        if self._autoencoder is not None:
+            return int(self._autoencoder.resolution)
+        return int(self._ae()["hparams"]["resolution"])
+
+    @property
+    def identities(self) -> list[str] | None:
+        """The identities this method makes videos of (None: all)."""
+        return trained_identities(self._ae()["data"])
+
+    def video(self, clip: TestClip, cache_dir: Path) -> tuple[Path | None, bool]:
+        if self.identities is not None and clip.record.identity not in self.identities:
+            return None, False  # a person-specific model: no video of anyone else
+        return super().video(clip, cache_dir)
+
+    def missing_reason(self, clip: TestClip) -> str:
+        return (f"person-specific, trained on {', '.join(self.identities or [])}; {clip.id} is of "
+                f"{clip.record.identity}")
+
+
+__all__ = ["AutoencoderMethod", "CheckpointedMethod", "source_key", "trained_identities"]
