@@ -199,19 +199,10 @@ def styletalker_datamodule(cfg: DictConfig) -> StyleTalkerDataModule:
 
 def load_autoencoder(cache: LatentCache) -> nn.Module:
     """The frozen frame autoencoder (eval, no gradients to its weights) that wrote ``cache``: the checkpoint its
-    index names, under the run folder's ``checkpoints/``."""
-    from ... import registry
-    from ...checkpoints import CheckpointError
+    index names, under the run folder's ``checkpoints/`` (``sync_discriminator.load_autoencoder``, shared)."""
+    from .sync_discriminator import load_autoencoder as load_run
 
-    path = cache.dir.parent / "checkpoints" / (cache.checkpoint or "last.ckpt")
-    if not path.is_file():
-        raise ConfigError(f"{cache.dir}/index.json names checkpoint {cache.checkpoint!r}, but {path} is missing: the "
-                          "sync loss decodes codes with the autoencoder that wrote them")
-    try:
-        module = registry.load_checkpoint(path, expected=AUTOENCODER_MODEL)
-    except CheckpointError as err:
-        raise ConfigError(f"autoencoder.run: {err}") from err
-    return module.eval().requires_grad_(False)
+    return load_run(cache.dir.parent)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -230,16 +230,21 @@ def sync_datamodule(cfg: DictConfig) -> SyncDataModule:
 
 def autoencoder_checkpoint(run_dir: Path) -> Path:
     """The autoencoder checkpoint whose encoder wrote the run's code cache (``latents/index.json``'s
-    ``checkpoint``): its decoder is the one that turns those codes back into frames. Without one named there: the
-    run's best checkpoint, else ``last.ckpt``."""
+    ``checkpoint``): its decoder is the one that turns those codes back into frames, so a named checkpoint that is
+    missing is an error, never another checkpoint's decoder. Without one named there: the run's best checkpoint,
+    else ``last.ckpt``."""
     import json
 
     from ..dreamtalk.lip_expert import run_checkpoint
 
     index = run_dir / LATENTS_DIR / INDEX_FILE
     named = json.loads(index.read_text()).get("checkpoint") if index.is_file() else None
-    if named and (run_dir / "checkpoints" / Path(named).name).is_file():
-        return run_dir / "checkpoints" / Path(named).name
+    if named:
+        path = run_dir / "checkpoints" / Path(named).name
+        if not path.is_file():
+            raise ConfigError(f"{index} names checkpoint {named!r}, but {path} is missing: codes are decoded with "
+                              "the autoencoder that wrote them")
+        return path
     return run_checkpoint(str(run_dir), run_dir.parent, model=AUTOENCODER_MODEL, key="autoencoder.run")
 
 
