@@ -9,7 +9,7 @@ DATA ?= data/synthtalk
 ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 eval-stage2 generate \
+.PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 distill-stage2 eval-stage2 generate \
 	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk train-daetalker train-daetalker-person baselines bench-dreamtalk \
 	bench-daetalker train-styletalker \
 	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
@@ -19,6 +19,7 @@ help:
 	@echo "make train-stage1 train the A2L diffusion (SIZE=demo|paper, DATA=processed dataset, ARGS=overrides)"
 	@echo "make eval-stage1  stage-1 metrics on the test split + a landmark animation (RUN=name)"
 	@echo "make train-stage2 train the L2I diffusion (same variables)"
+	@echo "make distill-stage2 distil it into a 2-step, one-pass student (runs/stage2_distilled/RUN; generate --distilled)"
 	@echo "make train MODEL=name   any registered model (python -m dreamhead_lit.train --list), same variables"
 	@echo "make train-dreamtalk   DreamTalk† (every part, in order, each skipped when done); make baselines: all three"
 	@echo "make train-daetalker   DAE-Talker† multi-speaker (autoencoder -> speech2latent); train-daetalker-person"
@@ -73,7 +74,8 @@ DATA_ARG := $(if $(SYNTH),,data.root=$(DATA))
 NEED_DATA = test -f $(DATA)/index.jsonl || { if [ -n "$(SYNTH)" ]; then $(MAKE) --no-print-directory data; \
 	else echo "error: no processed dataset at $(DATA): make preprocess SRC=<videos> DATA=$(DATA)"; exit 2; fi; }
 BENCH_RUNS := $(if $(SYNTH),,methods.dreamhead.stage1=$(RUN) methods.dreamhead.stage2=$(RUN) \
-	methods.stage2_gt_landmarks.stage2=$(RUN) methods.dreamtalk.stage2=$(RUN) methods.dreamtalk.checkpoints.dreamtalk=$(RUN))
+	methods.stage2_gt_landmarks.stage2=$(RUN) methods.dreamtalk.stage2=$(RUN) methods.dreamtalk.checkpoints.dreamtalk=$(RUN) \
+	methods.dreamhead_distilled.stage1=$(RUN) methods.dreamhead_distilled.checkpoints.stage2_distilled=$(RUN))
 
 train-stage1: $(STAMP)
 	@$(NEED_DATA)
@@ -101,6 +103,12 @@ preprocess: $(STAMP)
 train-stage2: $(STAMP)
 	@$(NEED_DATA)
 	$(PY) -m dreamhead_lit.train stage2 --size $(SIZE) name=$(RUN) $(DATA_ARG) $(ARGS)
+
+# stage 2 distilled into a 2-step, one-pass student (lit/distill.py) from runs/stage2/$(RUN); resumable (--if-needed)
+distill-stage2: $(STAMP)
+	@$(NEED_DATA)
+	$(PY) -m dreamhead_lit.train stage2 --if-needed --size $(SIZE) name=$(RUN) $(DATA_ARG)
+	$(PY) -m dreamhead_lit.train stage2_distilled --if-needed --size $(SIZE) name=$(RUN) teacher.run=$(RUN) $(DATA_ARG) $(ARGS)
 
 eval-stage2: $(STAMP)
 	$(PY) -m dreamhead_lit.evaluate stage2 --run $(RUN) $(DATA_ARG) $(ARGS)
@@ -172,7 +180,7 @@ bench-daetalker: train-daetalker train-daetalker-person
 # so `make real` stays the four commands it was.
 bench: $(STAMP)
 	@$(NEED_DATA)
-	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion baselines) train-syncnet ARGS=)
+	$(if $(filter demo,$(SIZE)),$(MAKE) --no-print-directory $(if $(SYNTH),train-landmarker train-emotion baselines distill-stage2) train-syncnet ARGS=)
 	$(PY) -m dreamhead_lit.bench --config bench/$(SIZE).yaml $(DATA_ARG) $(BENCH_RUNS) $(ARGS)
 
 # python -m dreamhead_lit.ablate [--method M] --list names the components; DROP takes several ("temporal_smooth cfg").

@@ -184,3 +184,28 @@ def test_ctrl_c_during_training_says_how_to_continue(tiny_synth, tmp_path, monke
     args = ["--drop", "temporal_smooth", "--out-root", s.out_root, *s.overrides, *(f"--bench={b}" for b in s.bench_overrides)]
     assert main(args) == 130
     assert "run the same command again to continue" in capsys.readouterr().err
+
+
+def test_distillation_variant_distils_the_full_stage2_and_benches_the_student(tiny_synth, tmp_path):
+    """The optional part: only the distillation variant trains a student, from the full model's stage-2 run (its
+    teacher), and its row renders with the student in place of stage 2."""
+    settings = _settings(tiny_synth, tmp_path, drop=["distillation"])
+    settings.overrides = [*(o for o in settings.overrides if not o.startswith("diffusion.")),
+                          "stage1.diffusion.sample_steps=2", "stage2.diffusion.sample_steps=2",
+                          "stage2_distilled.teacher.steps=2", "stage2_distilled.data.batch_size=2",
+                          "stage2_distilled.data.frames_per_clip=2", "stage2_distilled.data.num_workers=0"]
+    logs: list[str] = []
+    out = run_ablation(settings, backends=backends(), log=logs.append)
+    text = "\n".join(logs)
+    assert text.count("stage2: training") == 1 and text.count("stage2_distilled: training") == 1
+    runs = tmp_path / "runs"
+    student = runs / "stage2_distilled" / "ablate-demo-distillation-s0"
+    full_stage2 = next(p for p in (runs / "stage2").iterdir() if (p / "done.json").is_file())
+    assert f"run: {full_stage2.name}" in (student / "config.yaml").read_text()  # teacher.run: the full model's
+    with open(out / "table.csv") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert {"full", "distillation"} <= set(rows)
+    assert "| DreamHead (distilled, 2 steps) |" in (out / "table.md").read_text()
+    blob = json.loads(next(out.glob("*/seed0/results.json")).read_text())
+    facts = {m["facts"]["distilled"] for m in blob["methods"].values() if "distilled" in m.get("facts", {})}
+    assert facts == {True, False}

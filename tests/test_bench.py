@@ -277,8 +277,8 @@ def test_missing_weights_are_na_with_the_file_name_and_an_error_under_strict(tin
 
 def test_config_files_load_and_name_their_methods():
     demo = load_bench_config("bench/demo.yaml", ["max_clips=2"])
-    assert set(demo.methods) == {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead", "dreamtalk",
-                                 "daetalker", "daetalker_reconstruction", "styletalker", "styletalker_clip_motion",
+    assert set(demo.methods) == {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead",
+                                 "dreamhead_teacher_steps", "dreamhead_distilled", "dreamtalk", "daetalker", "daetalker_reconstruction", "styletalker", "styletalker_clip_motion",
                                  "styletalker_reconstruction"}
     from dreamhead_lit import registry
     from dreamhead_lit.bench.methods import METHOD_KINDS
@@ -291,6 +291,7 @@ def test_config_files_load_and_name_their_methods():
     assert demo.methods.daetalker.options.pose_source == "clip"
     assert demo.methods.dreamtalk.options.style_source == "other_identity_same_emotion"
     assert demo.methods.dreamhead.protocol == "dubbing" and demo.max_clips == 2
+    assert demo.methods.dreamhead_distilled.checkpoints == {"stage2_distilled": "demo"}
     paper = load_bench_config("bench/paper.yaml", ["data=mead"])
     assert paper.data.root == "data/mead" and paper.methods.dreamtalk_official.uses_source_video is True
     assert paper.methods.dreamtalk.kind == "dreamtalk" and paper.methods.dreamtalk_official.kind == "folder"
@@ -422,6 +423,12 @@ def test_demo_sanity_lines_read_the_table():
     assert lines[0].startswith("ok ") and "mouth SSIM" in lines[0]
     assert lines[1].startswith("NOT") and "nan" in lines[1]  # a missing figure is never a pass
     assert lines[2].startswith("ok ") and "M-LMD 0.600 < static frame 1.100" in lines[2]
+    assert len(lines) == 3  # no distilled rows: no line about them
+    rows.update(dreamhead_teacher_steps={"ssim_mouth": "0.86", "lse_c": "0.60"},
+                dreamhead_distilled={"ssim_mouth": "0.85", "lse_c": "0.55"})
+    distilled = sanity_checks(rows)[3:]
+    assert distilled[0].startswith("ok ") and "0.850 within 2 % of the 20-step teacher 0.860" in distilled[0]
+    assert distilled[1].startswith("NOT") and "LSE-C" in distilled[1]
 
 
 def test_a_model_of_another_landmark_set_is_the_rows_reason_not_an_error_per_clip(tiny_synth, tmp_path):

@@ -53,6 +53,7 @@ from .data.clip import ClipError, atomic_write_text
 DREAMHEAD = "dreamhead"
 REGISTRY_FILE = "ablations/components.yaml"  # DreamHead's; another method's: ablations/<method>.yaml
 STAGES = ("stage1", "stage2")  # DreamHead's parts; also the bench row fields that name their runs
+DISTILLED = "stage2_distilled"  # DreamHead's optional part: lit/distill.py's MODEL_NAME (not imported: torch-free)
 FULL = "full"
 FULL_ONE_SHOT = "full_one_shot"  # the full model benched one-shot: the like-for-like row for a one-shot variant
 # stage-1 landmark columns of the ablation table: (column, key in evaluate_stage1's rows, heading, higher is better);
@@ -81,6 +82,12 @@ class MethodAblation:
     registry_file: str  # under experiments/
     kind: str  # the bench kind of the full model's row (its settings: the size's bench config's method of that kind)
     noun: str  # what the table's text calls a part
+    optional: tuple[str, ...] = ()  # parts trained only for a component that requires them (not the full model's)
+
+    @property
+    def core(self) -> tuple[str, ...]:
+        """The parts of the full model (every part but the optional ones)."""
+        return tuple(p for p in self.parts if p not in self.optional)
 
     def linked(self, part: str) -> bool:
         """Whether ``part`` names the run of the part before it (so it is retrained whenever that one is)."""
@@ -90,7 +97,8 @@ class MethodAblation:
 def method_ablation(name: str) -> MethodAblation:
     """DreamHead (its two stages) or a method with a registered recipe."""
     if name == DREAMHEAD:
-        return MethodAblation(DREAMHEAD, STAGES, {}, REGISTRY_FILE, "dreamhead", "stage")
+        return MethodAblation(DREAMHEAD, (*STAGES, DISTILLED), {DISTILLED: ("teacher.run={run}",)}, REGISTRY_FILE,
+                              "dreamhead", "stage", optional=(DISTILLED,))
     from .registry import RegistryError, names, recipe, recipes
 
     try:
@@ -128,9 +136,11 @@ class Component:
     def overrides(self, part: str) -> list[str]:
         return list(self.train.get(part, ()))
 
-    def parts(self, all_parts: tuple[str, ...]) -> tuple[str, ...]:
-        """The parts the variant's bench row uses: audio_to_image has no stage 1."""
-        return tuple(p for p in all_parts if not (p == "stage1" and self.method == "audio_to_image"))
+    def parts(self, all_parts: tuple[str, ...], optional: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The parts the variant's bench row uses: audio_to_image has no stage 1; an optional part only when the
+        component overrides or requires it."""
+        return tuple(p for p in all_parts if not (p == "stage1" and self.method == "audio_to_image")
+                     and (p not in optional or p in self.requires or self.overrides(p)))
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as written in its file (optional fields only when set)."""
@@ -257,7 +267,10 @@ def retrained(c: Component, method: str | MethodAblation = DREAMHEAD) -> list[st
     one of them (the others are the full model's runs)."""
     m = _method(method)
     out: list[str] = []
+    used = c.parts(m.parts, m.optional)
     for i, part in enumerate(m.parts):
+        if part in m.optional and part not in used:
+            continue
         if c.overrides(part) or (i and m.linked(part) and m.parts[i - 1] in out):
             out.append(part)
     return out
@@ -413,10 +426,10 @@ class AblationSettings:
 def variants(settings: AblationSettings, registry: dict[str, Component],
              method: MethodAblation | None = None) -> list[Variant]:
     m = method or method_ablation(settings.method)
-    out = [Variant(FULL, "full model", m.kind, m.parts, {p: [] for p in m.parts})]
+    out = [Variant(FULL, "full model", m.kind, m.core, {p: [] for p in m.parts})]
     for name in settings.drop:
         c = registry[name]
-        out.append(Variant(name, c.label or f"− {name}", c.method, c.parts(m.parts),
+        out.append(Variant(name, c.label or f"− {name}", c.method, c.parts(m.parts, m.optional),
                            {p: c.overrides(p) for p in m.parts}, bench=c.bench, full_row=c.full_row))
     return out
 
@@ -466,7 +479,7 @@ def plan_seed(settings: AblationSettings, vs: list[Variant], seed: int,
         for part in m.parts[:max(m.parts.index(p) for p in v.parts) + 1]:
             upstream_changed = (m.linked(part) and prev is not None and full is not None
                                 and out[prev].run_dir != full[prev].run_dir)
-            if full is not None and not v.overrides[part] and not upstream_changed:
+            if full is not None and part in full and not v.overrides[part] and not upstream_changed:
                 out[part] = full[part]
             else:
                 links = [o.format(run=out[prev].name) for o in m.links.get(part, ())] if prev is not None else []
@@ -522,8 +535,8 @@ def _set_runs(row: Any, m: MethodAblation, parts: tuple[str, ...], plans: dict[s
     from .bench.methods import METHOD_KINDS
 
     for stage in STAGES:
-        if stage in m.parts:
-            row[stage] = plans[stage].name if stage in parts else None
+        if stage in m.parts:  # a distilled stage 2 takes the place of its teacher (named under checkpoints)
+            row[stage] = plans[stage].name if stage in parts and not (stage == "stage2" and DISTILLED in parts) else None
     registry.discover()
     loads = getattr(METHOD_KINDS.get(m.kind), "CHECKPOINTS", ()) or ()
     others = {p: plans[p].name for p in parts if p not in STAGES and (not loads or p in loads)}

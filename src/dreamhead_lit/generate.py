@@ -3,9 +3,11 @@
     python -m dreamhead_lit.generate --audio speech.wav --ref face.png --out out.mp4
     python -m dreamhead_lit.generate --audio speech.flac --ref talking.mp4 --out dubbed.mp4     # dubbing mode
     python -m dreamhead_lit.generate --audio speech.mp3 --ref data/synthtalk/clips/<id> --out out.mp4
+    python -m dreamhead_lit.generate --audio speech.wav --ref face.png --out out.mp4 --distilled        # real time
 
 Checkpoints default to last.ckpt of the most recent stage-1 and stage-2 runs under runs/; --stage1 / --stage2 pick
-others. A stage-2 model trained with model.condition=audio (the landmark_hierarchy ablation) makes the frames from the
+others; --distilled takes the latest distilled stage 2 (make distill-stage2: 2 steps of one UNet pass instead of
+20 guided steps of two, lit/distill.py), --distilled RUN a named one. A stage-2 model trained with model.condition=audio (the landmark_hierarchy ablation) makes the frames from the
 audio directly: no stage 1 is used, and --stage1 must be left out. Audio: any length, wav/flac/ogg/mp3 at any rate.
 
 Your files are safe: an existing --out is never overwritten without --overwrite, and --out may never be one of the
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1", help="stage-1 checkpoint (default: latest runs/stage1/*/checkpoints/last.ckpt; "
                         "not used with a stage-2 model conditioned on audio)")
     parser.add_argument("--stage2", help="stage-2 checkpoint (default: latest runs/stage2/*/checkpoints/last.ckpt)")
+    parser.add_argument("--distilled", nargs="?", const="", metavar="RUN",
+                        help="use a distilled stage 2 (make distill-stage2): the latest runs/stage2_distilled run, or "
+                        "RUN; its own sampler and steps (ddim, 2) unless --sampler/--steps say otherwise")
     parser.add_argument("--runs-root", default="runs")
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp_2m"], help="default: each model's own")
     parser.add_argument("--steps", type=positive_int, help="sampling steps (default: each model's own)")
@@ -78,8 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         if out.suffix.lower() != ".mp4":
             raise GenerationError(f"--out must end in .mp4, got {args.out}")
         audio, ref = resolve_path(args.audio), resolve_path(args.ref)
-        stage2_path = (resolve_path(args.stage2) if args.stage2
-                       else latest_checkpoint("stage2", runs_root=args.runs_root))
+        if args.stage2 and args.distilled is not None:
+            raise GenerationError("give --stage2 or --distilled, not both")
+        if args.distilled is not None:
+            from .lit.distill import MODEL_NAME as DISTILLED
+
+            stage2_path = latest_checkpoint(DISTILLED, runs_root=args.runs_root, name=args.distilled or None)
+        else:
+            stage2_path = (resolve_path(args.stage2) if args.stage2
+                           else latest_checkpoint("stage2", runs_root=args.runs_root))
         # before any work: a user's file is never lost to --out
         check_output(out, {"--audio": audio, "--ref": ref, "--stage1": args.stage1 and resolve_path(args.stage1),
                            "--stage2": stage2_path}, overwrite=args.overwrite)

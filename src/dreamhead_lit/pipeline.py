@@ -69,11 +69,12 @@ def load_stage(path: str | Path, stage: str):
     found = header_model(ckpt.get("dreamhead") or {}) if isinstance(ckpt, dict) else None
     if found is None and isinstance(ckpt, dict):
         found = _infer_stage(ckpt)
-    if found != stage:
+    serves = found in registry.names() and registry.get(found).serves == stage  # e.g. a distilled stage 2
+    if found != stage and not serves:
         what = f"a {found} checkpoint" if found else "not a dreamhead-lit checkpoint"
         raise GenerationError(f"{path} is {what}, but a {stage} checkpoint is needed here "
                               f"(--{stage} takes runs/{stage}/<name>/checkpoints/*.ckpt)")
-    module = registry.get(stage).load_checkpoint(path)
+    module = registry.get(found if serves else stage).load_checkpoint(path)
     if not getattr(module, "data_info", True):
         module.data_info = _describe_from_run(path, stage)
     return module

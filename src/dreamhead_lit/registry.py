@@ -71,6 +71,7 @@ class ModelSpec:
     load: Callable[[Path], Any] | None = None
     run_name: Callable[[DictConfig], str] | None = None  # the run's name when the config's is null
     description: str = ""
+    serves: str = ""  # another model its checkpoints stand in for (a distilled stage 2 serves as "stage2")
 
     @property
     def group(self) -> str:
@@ -266,6 +267,12 @@ register(ModelSpec("stage1", "dreamhead_lit.lit.a2l:Stage1Config", "dreamhead_li
 register(ModelSpec("stage2", "dreamhead_lit.lit.l2i:Stage2Config", "dreamhead_lit.lit.l2i:L2IDiffusion",
                    talking_head_data("l2i"), monitor="val/ssim_mouth", mode="max",
                    description="DreamHead stage 2: landmarks + reference -> frames (L2I diffusion)"))
+register(ModelSpec("stage2_distilled", "dreamhead_lit.lit.distill:Stage2DistillConfig",
+                   "dreamhead_lit.lit.distill:L2IDistillation", talking_head_data("l2i"), monitor="val/ssim_mouth",
+                   mode="max", sections=("teacher", "distill", "optim", "validation"),
+                   build=lambda spec, cfg, dm: _import("dreamhead_lit.lit.distill:build_student")(spec, cfg, dm),
+                   load=lambda path: _import("dreamhead_lit.lit.distill:load_student")(path), serves="stage2",
+                   description="DreamHead stage 2 distilled into a few-step, one-pass student (make distill-stage2)"))
 register(scorer_spec("landmarker", "dreamhead_lit.lit.landmarker:LandmarkerConfig",
                      "dreamhead_lit.lit.landmarker:LandmarkerModule",
                      "dreamhead_lit.data.scorer_data:landmarker_datamodule",

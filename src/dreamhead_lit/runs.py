@@ -156,7 +156,8 @@ def latest_checkpoint(stage: str, *, runs_root: str = "runs", name: str | None =
         return path
     found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"no {stage} checkpoint under {root}: run `make train-{stage}`")
+        make = "make distill-stage2" if stage == "stage2_distilled" else f"make train-{stage}"
+        raise FileNotFoundError(f"no {stage} checkpoint under {root}: run `{make}`")
     return found[-1]
 
 

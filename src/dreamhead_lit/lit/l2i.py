@@ -279,7 +279,7 @@ class L2IDiffusion(DiffusionLitModule):
 
     # -- sampling ------------------------------------------------------------------------------------------------
 
-    def sample_frames(
+    def sample_x(
         self,
         cond: dict[str, Tensor],
         *,
@@ -287,14 +287,18 @@ class L2IDiffusion(DiffusionLitModule):
         generator: torch.Generator | None = None,
         **sample_kwargs: Any,
     ) -> Tensor:
-        """Frames (B, 3, H, W) in [-1, 1] for conditions from :meth:`conditions` (sampler, steps, guidance_scale and
-        progress as in ``sample_x0``); pixel-space predictions of x0 are clamped to [-1, 1] at every step."""
+        """Samples in diffusion space (B, C, h, w) for conditions from :meth:`conditions` (sampler, steps,
+        guidance_scale and progress as in ``sample_x0``); pixel-space predictions of x0 are clamped to [-1, 1] at
+        every step. Distillation's targets (``lit/distill.py``) are these, before decoding."""
         b = next(iter(cond.values())).shape[0]
         no = torch.zeros(b, dtype=torch.bool, device=self.device)
-        x = self.sample_x0((b, self.x_channels, self.x_size, self.x_size), cond={**cond, "drop": no},
-                           uncond={"drop": ~no}, noise=noise, generator=generator,
-                           clip_x0=None if self.latent else 1.0, **sample_kwargs)
-        return self.decode(x)
+        return self.sample_x0((b, self.x_channels, self.x_size, self.x_size), cond={**cond, "drop": no},
+                              uncond={"drop": ~no}, noise=noise, generator=generator,
+                              clip_x0=None if self.latent else 1.0, **sample_kwargs)
+
+    def sample_frames(self, cond: dict[str, Tensor], **kwargs: Any) -> Tensor:
+        """Frames (B, 3, H, W) in [-1, 1]: :meth:`sample_x`, decoded."""
+        return self.decode(self.sample_x(cond, **kwargs))
 
     @torch.no_grad()
     def generate_frames(

@@ -13,6 +13,7 @@ from torch import Tensor
 from ...checkpoints import safe_load
 from ...config import ConfigError
 from ...data.clip import ClipError
+from ...lit.distill import MODEL_NAME as DISTILLED
 from ..cache import file_fingerprint
 from ..clips import TestClip
 from ..config import MethodConfig, MethodUnavailable, Protocol
@@ -29,7 +30,7 @@ class StageMethod(Method):
         super().__init__(name, cfg, ctx)
         self._stage1, self._stage2 = stage1, stage2  # loaded modules may be injected (tests)
         self.ckpt1 = None if stage1 is not None or not self.needs_stage1 else find_checkpoint(cfg.stage1, "stage1", ctx.runs_root)
-        self.ckpt2 = None if stage2 is not None else find_checkpoint(cfg.stage2, "stage2", ctx.runs_root)
+        self.ckpt2 = None if stage2 is not None else self._stage2_checkpoint()
         self._ckpt_facts: dict[str, dict] = {}  # stage -> {"net": settings, "data": description}, read once
         condition = self._stage2_setting("condition")
         if condition != self.stage2_condition:
@@ -38,6 +39,17 @@ class StageMethod(Method):
                                     f"(model.condition={condition}), kind {self.kind} needs one conditioned on "
                                     f"{self.stage2_condition}: score it with kind {use}")
         self._check_landmark_sets()
+
+    def _stage2_checkpoint(self) -> Path:
+        """``stage2`` (a run under runs/stage2), or a distilled stage 2 named under ``checkpoints.stage2_distilled``
+        (a run under runs/stage2_distilled: ``make distill-stage2``), which then takes the place of ``stage2``."""
+        distilled = DISTILLED in self.cfg.checkpoints
+        if distilled and self.cfg.stage2:
+            raise ConfigError(f"methods.{self.name}: give stage2 or checkpoints.{DISTILLED}, not both (the distilled "
+                              "model is the row's stage 2)")
+        if distilled:
+            return find_checkpoint(self.cfg.checkpoints[DISTILLED], DISTILLED, self.ctx.runs_root)
+        return find_checkpoint(self.cfg.stage2, "stage2", self.ctx.runs_root)
 
     def _check_landmark_sets(self) -> None:
         """The models must use the dataset's landmark set (a 131-point model cannot read dlib's 68 points): checked
@@ -170,7 +182,8 @@ class DreamHeadMethod(StageMethod):
         return {**super().key(), "protocol": self.cfg.protocol, "emotion_label": self.cfg.emotion_label}
 
     def facts(self) -> dict[str, Any]:
-        return {**super().facts(), "protocol": self.cfg.protocol, "emotion_label": bool(self.cfg.emotion_label)}
+        return {**super().facts(), "protocol": self.cfg.protocol, "emotion_label": bool(self.cfg.emotion_label),
+                "distilled": DISTILLED in self.cfg.checkpoints}
 
     def generate(self, clip: TestClip, out: Path) -> None:
         from ...pipeline import Reference
