@@ -8,6 +8,7 @@ the network plus velocity and acceleration losses on the x0 prediction.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -288,6 +289,7 @@ class A2LDiffusion(DiffusionLitModule):
         window_batch: int | None = None,
         seed: int = 0,
         progress: bool = False,
+        timings: dict[str, float] | None = None,
     ) -> Tensor:
         """Canonical landmarks (F, N, 2) for 16 kHz mono ``audio`` of any length.
 
@@ -301,13 +303,17 @@ class A2LDiffusion(DiffusionLitModule):
         lanes at once; neighbouring lanes overlap by at least ``overlap`` frames and are cross-faded there. The
         network costs about the same for one window or sixteen on a CPU (it is small: per-call overhead dominates),
         so long audio takes several times less. ``window_batch=1`` is the one-lane plan above, unchanged.
-        ``steps`` defaults to ``generation.steps``, else ``diffusion.sample_steps``.
+        ``steps`` defaults to ``generation.steps``, else ``diffusion.sample_steps``. ``timings``: receives the
+        seconds spent on the audio features (``audio_features``).
         """
         hp = self.hparams
         samples = audio.detach().cpu().numpy() if isinstance(audio, Tensor) else np.asarray(audio, dtype=np.float32)
         total = num_frames or max(1, int(np.ceil(len(samples) / 640)))
+        began = time.perf_counter()
         windows = windows_for_frames(samples, total, build_feature_extractor(hp.audio_feature),
                                      context=hp.audio_context).to(self.device)  # (F, K, D)
+        if timings is not None:
+            timings["audio_features"] = timings.get("audio_features", 0.0) + time.perf_counter() - began
         w = self.window
         o = self.gen_cfg.overlap if overlap is None else overlap
         if not 0 <= o < w:
