@@ -53,8 +53,10 @@ class A2LLossConfig:
 class A2LGenerationConfig:
     overlap: int = 8  # frames each window shares with the previous one when generating long audio
     resample: int = 1  # RePaint resampling of the overlap (1 = plain replacement; the prefix channel does the rest)
-    window_batch: int = 1  # windows sampled side by side as parallel lanes on long audio (see generate)
-    steps: int | None = None  # sampler steps for generate; None = diffusion.sample_steps
+    # The fast path (issue 17): at demo size 60 s of audio in 0.99 s on one busy core (12.3 s at 20 steps, one lane);
+    # whole-clip M-LMD +3.9 %, jitter +0.3 % against 20 steps one lane. window_batch=1, steps=None: the old plan.
+    window_batch: int = 16  # windows sampled side by side as parallel lanes on long audio (see generate)
+    steps: int | None = 5  # sampler steps for generate (long audio); None = diffusion.sample_steps
 
 
 @dataclass
