@@ -185,7 +185,7 @@ def main() -> None:
     width = 16
     for part in PARTS:
         secs = fig["seconds"][part]
-        print(f"  {part:<{width}} {secs:8.2f} s  {100 * secs / total:5.1f} %")
+        print(f"  {part:<{width}} {secs:8.3f} s  {100 * secs / total:5.1f} %")
     print(f"  {'total':<{width}} {total:8.2f} s  {num_frames} frames: {fig['frames_per_s']:.1f} frames/s, "
           f"{fig['real_time_ratio']:.2f}x real time ({FPS} frames/s)")
     first = fig["first_frame_s"]
