@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: install install-dense lock data demo preview train train-stage1 eval-stage1 train-stage2 distill-stage2 eval-stage2 generate \
 	preprocess real bench ablate train-landmarker train-syncnet train-emotion train-dreamtalk train-daetalker train-daetalker-person baselines bench-dreamtalk \
 	bench-daetalker train-styletalker \
-	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-train bench-preprocess clean help
+	test test-slow test-all bench-data bench-metrics bench-stage1 bench-stage2 bench-generate bench-train bench-preprocess clean help
 
 help:
 	@echo "make demo         SynthTalk (demo) -> stage 1 -> stage 2 -> test-split figures -> talking-head mp4s"
@@ -35,6 +35,8 @@ help:
 	@echo "make data         generate SynthTalk (SIZE=demo|paper)"
 	@echo "make preprocess SRC=raw_videos DATA=data/hdtf LAYOUT=hdtf|mead|plain   real videos -> processed dataset"
 	@echo "make bench-data   data-loading benchmark (bench-metrics: frames/s per metric on this machine)"
+	@echo "make bench-generate   portrait + 60 s of speech end to end: frames/s, seconds per part, first frame, UNet"
+	@echo "                  GFLOP/s vs matmul peak, peak memory (ARGS: --distilled --steps N --device --dtype --threads)"
 	@echo "make install      create $(VENV) with the pinned dependencies"
 
 $(STAMP): setup.py setup.cfg constraints.txt
@@ -233,6 +235,10 @@ bench-stage1: $(STAMP)
 
 bench-stage2: $(STAMP)
 	$(PY) benchmarks/bench_stage2.py $(ARGS)
+
+# end to end: portrait + 60 s of speech through generate, per part; ARGS="--distilled --threads 2 --json out.json"
+bench-generate: $(STAMP)
+	$(PY) benchmarks/bench_generate.py $(ARGS)
 
 # training steps/s and peak memory: make bench-train ARGS="--stage stage2 --size paper --data data/realclips"
 bench-train: $(STAMP)

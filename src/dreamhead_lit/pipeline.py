@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -388,7 +389,7 @@ def emotion_index(emotion: str | None) -> int | None:
 
 def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarray, order: np.ndarray, rast, *,
                       seed: int, sampler: str | None, steps: int | None, progress: bool, emotion: int | None,
-                      landmarks_out: str | Path | None = None):
+                      landmarks_out: str | Path | None = None, timings: dict[str, float] | None = None):
     """Stage 1 on the audio, posed like the reference: a function from frame indices to their landmark images."""
     num_frames = len(order)
     info1 = a2l.data_info
@@ -397,7 +398,7 @@ def _landmark_targets(a2l, info2: dict, reference: Reference, samples: np.ndarra
     canon_ref, to_image = canonicalize(reference.landmarks, reference.landmarks68, template68=template)
     idx1 = np.asarray(info1["point_index"])
     canon = a2l.generate(samples, ref_landmarks=canon_ref[0][idx1], emotion=emotion, num_frames=num_frames, seed=seed,
-                         sampler=sampler, steps=steps, progress=progress)  # (F, N1, 2)
+                         sampler=sampler, steps=steps, progress=progress, timings=timings)  # (F, N1, 2)
     if not torch.isfinite(canon).all():
         raise GenerationError(f"stage 1 produced non-finite landmarks: {_model_name(a2l, 'stage-1')} has non-finite "
                               "weights or diverged; retrain it")
@@ -477,12 +478,20 @@ def generate(
     progress: bool = True,
     emotion: str | None = None,
     landmarks_out: str | Path | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Path:
     """Write a talking-head mp4 for ``audio`` in the reference's appearance. Returns the mp4 path.
 
     ``emotion``: one of MEAD's eight (``data.clip.EMOTIONS``) for a stage 1 trained with emotion codes; None speaks
     with the emotion "unknown". ``landmarks_out``: a ``.npy`` file that receives the 68 landmarks stage 1 made, as
     drawn for stage 2 (``(F, 68, 2)`` pixels of the video).
+
+    ``timings``: a dict that receives seconds per part, measured on this very call (``benchmarks/bench_generate.py``
+    reads it): ``audio`` (reading the file), ``reference`` (face detection, tracking, landmarks), ``audio_features``,
+    ``stage1`` (sampling and posing the landmarks), ``stage2`` (landmark images and frame sampling), ``encoding``
+    (H.264 as frames arrive), ``muxing`` (flush, AAC, mp4), ``total``, and ``first_frame`` (from the start of stage
+    2 to the first frame handed to the encoder); ``frames`` is the frame count. Frames go to the encoder batch by
+    batch as they are made, so the first is written after one stage-2 batch, not after the whole video.
 
     ``stage1`` / ``stage2`` are checkpoint paths or loaded modules. A stage-2 model trained with
     ``model.condition=audio`` (the ``landmark_hierarchy`` ablation) makes the frames from the audio directly and takes
@@ -498,6 +507,7 @@ def generate(
 
     from .video import VideoWriter
 
+    clock = _Clock(timings)
     if batch_size < 1 or (steps is not None and steps < 1):
         raise GenerationError(f"batch_size and steps must be positive, got batch_size={batch_size}, steps={steps}")
     out = check_output(out, {"--audio": audio, "--ref": ref, "--stage1": stage1, "--stage2": stage2}, overwrite=True)
@@ -509,7 +519,8 @@ def generate(
             check_finite_weights(module, _model_name(module, stage))
     if a2l is not None:
         _check_stage_pair(a2l, l2i)
-    samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
+    with clock("audio"):
+        samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
     audio_name = audio if isinstance(audio, (str, Path)) else "the audio array"
     if len(samples) == 0:
         raise AudioError(audio_name, "audio is empty (0 samples)")
@@ -520,9 +531,10 @@ def generate(
     size = int(info2["resolution"])
     # the reference's landmarks in the topology of the model that moves them: stage 1's, or stage 2's own
     info_ref = info2 if a2l is None else a2l.data_info
-    reference = ref if isinstance(ref, Reference) else load_reference(ref, size=size, info=info_ref,
-                                                                      num_frames=num_frames)
-    reference = reference_at_size(reference, size)  # a processed clip of another resolution than the model's
+    with clock("reference"):
+        reference = ref if isinstance(ref, Reference) else load_reference(ref, size=size, info=info_ref,
+                                                                          num_frames=num_frames)
+        reference = reference_at_size(reference, size)  # a processed clip of another resolution than the model's
     where = _describe_reference(ref, reference)
     for module in (a2l, l2i):  # stage 2 draws the reference's points too (rasterised reference landmarks)
         if module is not None:
@@ -533,32 +545,103 @@ def generate(
     order = _loop(len(reference.frames), num_frames)  # the reference frame behind each output frame
     rast = _rasterizer(info2, size)
     if a2l is None:
-        windows = l2i.audio_windows(samples, num_frames)  # (F, K, D)
+        with clock("audio_features"):
+            windows = l2i.audio_windows(samples, num_frames)  # (F, K, D)
         targets = lambda sel: windows[sel]  # noqa: E731
     else:
-        targets = _landmark_targets(a2l, info2, reference, samples, order, rast, seed=seed, sampler=sampler,
-                                    steps=steps, progress=progress, emotion=emotion_index(emotion),
-                                    landmarks_out=landmarks_out)
+        with clock("stage1"):  # less its audio features, which stage 1 reports itself
+            targets = _landmark_targets(a2l, info2, reference, samples, order, rast, seed=seed, sampler=sampler,
+                                        steps=steps, progress=progress, emotion=emotion_index(emotion),
+                                        landmarks_out=landmarks_out, timings=clock.inner)
+        clock.take("stage1", "audio_features")
     to_tensor = lambda f: torch.from_numpy(np.array(f)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731 (a copy)
-    ref_frame = to_tensor(reference.frames[:1])
-    ref_lm_image = rast(reference.landmarks[:1])
     dubbing = l2i.net.mode == "dubbing"
+    if dubbing:  # what the reference frames give stage 2, once per reference frame (a short video loops)
+        used = np.unique(order)
+        ref_frames = torch.zeros(len(reference.frames), 3, size, size)
+        ref_frames[used] = to_tensor(reference.frames[used])
+        ref_masks = torch.zeros(len(reference.frames), 1, size, size)
+        ref_masks[used] = lower_face_mask(torch.from_numpy(reference.landmarks68[used]), size=size)
+        ref_masked = ref_frames * (1 - ref_masks)
+
+    # the first batch is a quarter batch, so the first frames reach the file sooner; a deterministic sampler makes
+    # the same frames whatever the batching (every batch starts from the same noise)
+    bounds = [0, *range(max(1, batch_size // 4), num_frames, batch_size), num_frames]
+
+    def batches():  # the stage-2 inputs a batch at a time: a long video's landmark images are large
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            sel = np.arange(start, stop)
+            batch = {"targets": targets(sel)}
+            if dubbing:
+                batch.update(masked=ref_masked[order[sel]], mask=ref_masks[order[sel]])
+            yield batch
+
+    # the reference frame and its landmark image, converted once for the whole video; every batch starts from the
+    # same noise (noise_seed): frames of one video share their starting noise
+    made = l2i.frame_batches(batches(), ref=to_tensor(reference.frames[:1])[0],
+                             ref_landmarks=rast(reference.landmarks[:1])[0], noise_seed=seed, sampler=sampler,
+                             steps=steps)
     # the bar is closed on any exit, so an error or "interrupted" line starts on a line of its own
     with VideoWriter(out, fps=25, width=size, height=size, audio=samples) as writer, \
             tqdm(total=num_frames, desc="frames", unit="frame", disable=not progress) as bar:
-        for start in range(0, num_frames, batch_size):
-            sel = np.arange(start, min(num_frames, start + batch_size))
-            cond = {"ref": ref_frame[0], "ref_landmarks": ref_lm_image[0]}
-            if dubbing:
-                target = to_tensor(reference.frames[order[sel]])
-                mask = lower_face_mask(torch.from_numpy(reference.landmarks68[order[sel]]), size=size)
-                cond.update(masked=target * (1 - mask), mask=mask)
-            # every batch starts from the same noise (noise_seed): frames of one video share their starting noise
-            frames = l2i.generate_frames(targets(sel), **cond, noise_seed=seed, batch_size=len(sel),
-                                         sampler=sampler, steps=steps)
+        stage2_start = time.perf_counter()
+        while True:
+            with clock("stage2"):
+                frames = next(made, None)
+            if frames is None:
+                break
             if not torch.isfinite(frames).all():  # the writer would round NaN to black: leave nothing instead
                 raise GenerationError(f"stage 2 produced non-finite pixels: {_model_name(l2i, 'stage-2')} has "
                                       "non-finite weights or diverged; retrain it")
-            writer.write(((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
-            bar.update(len(sel))
+            with clock("encoding"):  # the writer encodes as it is given frames: they stream to the file
+                writer.write(((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+            clock.once("first_frame", time.perf_counter() - stage2_start)
+            bar.update(len(frames))
+        clock.start("muxing")
+    clock.stop("muxing")  # the writer's close: encoder flush, AAC, mp4 container, rename
+    clock.finish(frames=num_frames)
     return out
+
+
+class _Clock:
+    """Seconds per part of :func:`generate` into a caller's dict (nothing is kept without one)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+        self.inner: dict[str, float] | None = {} if timings is not None else None  # what a stage reports itself
+        self.began = time.perf_counter()
+        self._open: dict[str, float] = {}
+
+    def start(self, part: str) -> None:
+        self._open[part] = time.perf_counter()
+
+    def stop(self, part: str) -> None:
+        if self.timings is not None and part in self._open:
+            self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - self._open.pop(part)
+
+    def __call__(self, part: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def timed():
+            self.start(part)
+            try:
+                yield
+            finally:
+                self.stop(part)
+
+        return timed()
+
+    def take(self, part: str, inner: str) -> None:
+        """Move what a stage reported as ``inner`` out of ``part``'s time into its own entry."""
+        if self.timings is not None and self.inner and inner in self.inner:
+            self.timings[part] -= self.inner[inner]
+            self.timings[inner] = self.timings.get(inner, 0.0) + self.inner[inner]
+
+    def once(self, part: str, seconds: float) -> None:
+        if self.timings is not None and part not in self.timings:
+            self.timings[part] = seconds
+
+    def finish(self, **extra: float) -> None:
+        if self.timings is not None:
+            self.timings.update(extra, total=time.perf_counter() - self.began)

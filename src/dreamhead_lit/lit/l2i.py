@@ -24,7 +24,7 @@ must beat on the mouth to have learnt anything from its condition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, Iterable, Iterator, get_args
 
 import numpy as np
 import torch
@@ -243,18 +243,20 @@ class L2IDiffusion(DiffusionLitModule):
         ref_landmark_image: Tensor | None = None,
         masked_frame: Tensor | None = None,
         mask: Tensor | None = None,
+        skip: set[str] = frozenset(),
     ) -> dict[str, Tensor]:
         """The UNet's conditions in diffusion space, only those it takes (see ``L2IUNet.condition_names``): the
-        target's ``landmark_image`` (B, L, H, W) or ``audio`` window (B, K, D), and the appearance inputs."""
+        target's ``landmark_image`` (B, L, H, W) or ``audio`` window (B, K, D), and the appearance inputs.
+        ``skip``: conditions the caller has already converted (left out of the result)."""
         given = {"landmarks": landmark_image, "audio": audio, "ref": ref_frame, "ref_landmarks": ref_landmark_image,
                  "masked": masked_frame, "mask": mask}
-        missing = [k for k in self.net.conditions if given[k] is None]
+        missing = [k for k in self.net.conditions if given[k] is None and k not in skip]
         if missing:
             raise ValueError(f"stage 2 (mode={self.net.mode!r}, use_reference={self.net.use_reference}, "
                              f"condition={self.net.condition!r}) needs {list(self.net.conditions)}; missing {missing}")
         to_space = {"landmarks": self._resize, "audio": lambda a: a, "ref": self.encode, "ref_landmarks": self._resize,
                     "masked": self.encode, "mask": lambda m: self._resize(m, mask=True)}
-        return {k: to_space[k](given[k]) for k in self.net.conditions}
+        return {k: to_space[k](given[k]) for k in self.net.conditions if k not in skip}
 
     def batch_conditions(self, batch: dict) -> dict[str, Tensor]:
         return self.conditions(landmark_image=batch.get("landmark_image"), audio=batch.get("audio"),
@@ -327,31 +329,68 @@ class L2IDiffusion(DiffusionLitModule):
         """
         from tqdm.auto import tqdm
 
-        dev = self.device
         frames = targets.shape[0]
+        starts = range(0, frames, batch_size)
+
+        def batch(start: int) -> dict[str, Tensor]:
+            sel = targets[start : start + batch_size]
+            out = {"targets": sel}
+            for k, v in (("masked", masked), ("mask", mask), ("ref", ref), ("ref_landmarks", ref_landmarks)):
+                if v is not None and v.ndim == 4:  # one per frame
+                    out[k] = v[start : start + batch_size]
+                elif v is not None and k in ("masked", "mask"):  # one for the clip
+                    out[k] = v[None].expand(len(sel), *v.shape)
+            return out
+
+        batches = (batch(start) for start in tqdm(starts, desc="frames", unit="batch", disable=not progress,
+                                                  leave=False))
+        shared = {k: v for k, v in (("ref", ref), ("ref_landmarks", ref_landmarks)) if v is not None and v.ndim == 3}
+        return torch.cat(list(self.frame_batches(batches, **shared, noise_seed=noise_seed, sampler=sampler,
+                                                 steps=steps, guidance_scale=guidance_scale)))
+
+    @torch.no_grad()
+    def frame_batches(
+        self,
+        batches: Iterable[dict[str, Tensor]],
+        *,
+        ref: Tensor | None = None,
+        ref_landmarks: Tensor | None = None,
+        noise_seed: int = 0,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> Iterator[Tensor]:
+        """:meth:`generate_frames` one batch at a time, for streaming: yields frames (n, 3, H, W) in [-1, 1] for each
+        dict of ``batches`` as soon as they are made.
+
+        Each batch holds ``"targets"`` (n, L, H, W) or (n, K, D) and, per frame, ``"masked"``/``"mask"`` (dubbing)
+        and optionally ``"ref"``/``"ref_landmarks"``. A reference shared by the whole clip, ``ref`` (3, H, W) /
+        ``ref_landmarks`` (L, H, W), is brought to diffusion space ONCE here (a latent model encodes it once per
+        video, not once per frame) and expanded per batch. Noise as in :meth:`generate_frames`, so the frames are the
+        same whatever the batching.
+        """
+        dev = self.device
         target_key = "landmark_image" if self.net.condition == "landmarks" else "audio"  # conditions()' keyword
-
-        def per_frame(x: Tensor | None) -> Tensor | None:  # one image for the whole clip, or one per frame
-            if x is None:
-                return None
-            return x.to(dev) if x.ndim == 4 else x.to(dev)[None].expand(frames, *x.shape)
-
-        ref, ref_landmarks, masked, mask = map(per_frame, (ref, ref_landmarks, masked, mask))
+        # the shared reference in diffusion space, (1, ...) each: only what the network takes
+        fixed: dict[str, Tensor] = {}
+        if ref is not None and "ref" in self.net.conditions:
+            fixed["ref"] = self.encode(ref.to(dev)[None])
+        if ref_landmarks is not None and "ref_landmarks" in self.net.conditions:
+            fixed["ref_landmarks"] = self._resize(ref_landmarks.to(dev)[None])
         gen = torch.Generator(device="cpu").manual_seed(noise_seed)
         noise = torch.randn(1, self.x_channels, self.x_size, self.x_size, generator=gen).to(dev)  # (1, C, h, w)
-        out = []
-        starts = range(0, frames, batch_size)
-        for start in tqdm(starts, desc="frames", unit="batch", disable=not progress, leave=False):
-            sl = slice(start, start + batch_size)
-            pick = lambda x: None if x is None else x[sl]  # noqa: E731
-            cond = self.conditions(**{target_key: targets[sl].to(dev)}, ref_frame=pick(ref),
-                                   ref_landmark_image=pick(ref_landmarks), masked_frame=pick(masked),
-                                   mask=pick(mask))
-            n = len(targets[sl])
-            out.append(self.sample_frames(cond, noise=noise.expand(n, -1, -1, -1).clone(),
-                                          generator=torch.Generator(device="cpu").manual_seed(noise_seed + 1),
-                                          sampler=sampler, steps=steps, guidance_scale=guidance_scale))
-        return torch.cat(out)
+        for batch in batches:
+            targets = batch["targets"].to(dev)
+            n = len(targets)
+            pick = lambda k: None if batch.get(k) is None else batch[k].to(dev)  # noqa: E731
+            shared = {k: v.expand(n, *v.shape[1:]) for k, v in fixed.items() if k not in batch}
+            cond = self.conditions(**{target_key: targets}, ref_frame=pick("ref"),
+                                   ref_landmark_image=pick("ref_landmarks"), masked_frame=pick("masked"),
+                                   mask=pick("mask"), skip=set(shared))
+            cond.update(shared)
+            yield self.sample_frames(cond, noise=noise.expand(n, -1, -1, -1).clone(),
+                                     generator=torch.Generator(device="cpu").manual_seed(noise_seed + 1),
+                                     sampler=sampler, steps=steps, guidance_scale=guidance_scale)
 
     # -- validation ----------------------------------------------------------------------------------------------
 
