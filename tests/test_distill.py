@@ -124,6 +124,14 @@ def test_distill_cli_run_loads_as_stage2_and_generates(teacher_file, tiny_synth,
                           "--stage1", str(stage1), "--distilled", "--stage2", str(teacher_file)])
     assert code == 2 and "not both" in capsys.readouterr().err
 
+    # --stage2-steps: stage 2 alone, one pass a frame a step; stage 1 keeps its own
+    from dreamhead_lit.pipeline import generate
+
+    counter = PassCounter(student.net)
+    generate(audio=audio, ref=clip, out=tmp_path / "one.mp4", stage1=stage1, stage2=student, steps=2, stage2_steps=1,
+             progress=False)
+    assert counter.frames == 10  # 0.4 s: 10 frames, 1 step
+
     # a distilled model is not a teacher
     assert train_main([*args, f"teacher.run={ckpt}", "name=again"]) == 2
     assert "itself distilled" in capsys.readouterr().err

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                         "RUN; its own sampler and steps (ddim, 2) unless --sampler/--steps say otherwise")
     parser.add_argument("--runs-root", default="runs")
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp_2m"], help="default: each model's own")
-    parser.add_argument("--steps", type=positive_int, help="sampling steps (default: each model's own)")
+    parser.add_argument("--steps", type=positive_int, help="sampling steps of both stages (default: each model's own)")
+    parser.add_argument("--stage2-steps", type=positive_int, help="stage 2's steps alone (default: --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=16, help="frames generated at once")
     parser.add_argument("--emotion", choices=EMOTIONS, help="speaking emotion for a stage 1 trained with MEAD-style "
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         stage2 = load_checked(stage2_path, "stage2")  # its condition decides whether stage 1 is needed
         stage1 = _stage1_for(stage2, stage2_path, args.stage1, args.runs_root)
         path = generate(audio=audio, ref=ref, out=out, stage1=stage1, stage2=stage2, sampler=args.sampler,
-                        steps=args.steps, seed=args.seed, batch_size=args.batch_size, emotion=args.emotion)
+                        steps=args.steps, stage2_steps=args.stage2_steps, seed=args.seed, batch_size=args.batch_size,
+                        emotion=args.emotion)
     except (AudioError, ClipError, GenerationError, VideoError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

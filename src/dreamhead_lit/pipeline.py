@@ -479,12 +479,15 @@ def generate(
     emotion: str | None = None,
     landmarks_out: str | Path | None = None,
     timings: dict[str, float] | None = None,
+    stage2_steps: int | None = None,
 ) -> Path:
     """Write a talking-head mp4 for ``audio`` in the reference's appearance. Returns the mp4 path.
 
     ``emotion``: one of MEAD's eight (``data.clip.EMOTIONS``) for a stage 1 trained with emotion codes; None speaks
     with the emotion "unknown". ``landmarks_out``: a ``.npy`` file that receives the 68 landmarks stage 1 made, as
-    drawn for stage 2 (``(F, 68, 2)`` pixels of the video).
+    drawn for stage 2 (``(F, 68, 2)`` pixels of the video). ``sampler`` / ``steps`` apply to both stages (None: each
+    model's own); ``stage2_steps`` to stage 2 alone (None: ``steps``), e.g. a distilled stage 2 at its 2 steps behind
+    a stage 1 at 10.
 
     ``timings``: a dict that receives seconds per part, measured on this very call (``benchmarks/bench_generate.py``
     reads it): ``audio`` (reading the file), ``reference`` (face detection, tracking, landmarks), ``audio_features``,
@@ -508,8 +511,9 @@ def generate(
     from .video import VideoWriter
 
     clock = _Clock(timings)
-    if batch_size < 1 or (steps is not None and steps < 1):
-        raise GenerationError(f"batch_size and steps must be positive, got batch_size={batch_size}, steps={steps}")
+    if batch_size < 1 or any(s is not None and s < 1 for s in (steps, stage2_steps)):
+        raise GenerationError(f"batch_size and steps must be positive, got batch_size={batch_size}, steps={steps}, "
+                              f"stage2_steps={stage2_steps}")
     out = check_output(out, {"--audio": audio, "--ref": ref, "--stage1": stage1, "--stage2": stage2}, overwrite=True)
     l2i = load_checked(stage2, "stage2") if isinstance(stage2, (str, Path)) else stage2
     check_stage1_given(l2i, stage1 is not None, _model_name(l2i, "stage-2"))
@@ -580,7 +584,7 @@ def generate(
     # same noise (noise_seed): frames of one video share their starting noise
     made = l2i.frame_batches(batches(), ref=to_tensor(reference.frames[:1])[0],
                              ref_landmarks=rast(reference.landmarks[:1])[0], noise_seed=seed, sampler=sampler,
-                             steps=steps)
+                             steps=stage2_steps or steps)
     # the bar is closed on any exit, so an error or "interrupted" line starts on a line of its own
     with VideoWriter(out, fps=25, width=size, height=size, audio=samples) as writer, \
             tqdm(total=num_frames, desc="frames", unit="frame", disable=not progress) as bar:

@@ -44,7 +44,8 @@ class MethodConfig:
     protocol: Protocol = "dubbing"  # dreamhead, audio_to_image: dubbing (the test clip is the reference) | one_shot (frame 0)
     folder: str | None = None  # folder: holds <clip_id>.mp4
     sampler: str | None = None  # None: the checkpoint's configured sampler
-    steps: int | None = None  # None: the checkpoint's configured number of steps
+    steps: int | None = None  # None: the checkpoint's configured number of steps (both stages)
+    stage2_steps: int | None = None  # stage 2's alone (None: steps): a distilled stage 2 behind a stage 1 at `steps`
     seed: int = 0
     batch_size: int = 16  # frames sampled together by stage 2
     emotion_label: bool = True  # dreamhead: give stage 1 the clip's emotion label when the dataset has one (MEAD)

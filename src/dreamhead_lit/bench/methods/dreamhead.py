@@ -86,7 +86,8 @@ class StageMethod(Method):
             return {"net": None, "data": getattr(module, "data_info", None) or {}}
         if stage not in self._ckpt_facts:
             blob = safe_load(self.ckpt1 if stage == "stage1" else self.ckpt2)
-            self._ckpt_facts[stage] = {"net": blob.get("hyper_parameters", {}).get("net", {}) or {},
+            hp = blob.get("hyper_parameters", {})
+            self._ckpt_facts[stage] = {"net": hp.get("net", {}) or {}, "generation": hp.get("generation", {}) or {},
                                        "data": (blob.get("dreamhead") or {}).get("data") or {}}
         return self._ckpt_facts[stage]
 
@@ -97,9 +98,24 @@ class StageMethod(Method):
         c = self.cfg
         key = {"kind": self.kind, "stage2": self._source(self._stage2, self.ckpt2), "sampler": c.sampler,
                "steps": c.steps, "seed": c.seed, "landmarks68": 1}  # videos since the landmarks file came with them
+        if c.stage2_steps is not None:  # keys of rows without it stay as they were: their cached videos stay valid
+            key["stage2_steps"] = c.stage2_steps
         if self.needs_stage1:
             key["stage1"] = self._source(self._stage1, self.ckpt1)
+            key["stage1_plan"] = self._stage1_plan()
         return key
+
+    def _stage1_plan(self) -> dict[str, Any]:
+        """How stage 1 samples long audio (``A2LGenerationConfig``: the checkpoint's settings over this code's
+        defaults), part of the key: a new default plan (issue 17's lanes) makes new videos, not stale cached ones."""
+        from dataclasses import asdict
+
+        from ...lit.a2l import A2LGenerationConfig
+
+        if self._stage1 is not None:
+            plan = getattr(self._stage1, "gen_cfg", None)  # a stand-in has none
+            return asdict(plan) if plan is not None else {}
+        return asdict(A2LGenerationConfig(**self._facts("stage1")["generation"]))
 
     @property
     def stage2(self) -> Any:
@@ -136,7 +152,7 @@ class StageMethod(Method):
 
         c = self.cfg
         generate(audio=clip.audio, ref=ref, out=out, stage1=stage1, stage2=self.stage2, sampler=c.sampler,
-                 steps=c.steps, seed=c.seed, batch_size=c.batch_size, progress=False,
+                 steps=c.steps, stage2_steps=c.stage2_steps, seed=c.seed, batch_size=c.batch_size, progress=False,
                  emotion=self.emotion_of(clip) if stage1 is not None else None,
                  landmarks_out=motion_landmarks_file(out) if stage1 is not None else None)
 
