@@ -15,7 +15,8 @@ matmul's GFLOP/s measured in the same process, and peak memory (resident set on 
 Inputs: speech from ``$DREAMHEAD_REAL_DIR/audio`` (default ``../shared/data/real`` beside the project) concatenated
 and repeated to ``--seconds``, the first portrait from its ``images/``; without them, SynthTalk audio of the
 stage-1 run's dataset concatenated the same way and the first frame of a SynthTalk clip. ``--steps`` is passed to
-``generate`` and so applies to both stages (as ``generate --steps`` does); by default each uses its own.
+``generate`` and so applies to both stages (as ``generate --steps`` does), ``--stage2-steps`` to stage 2 alone; by
+default each uses its own.
 """
 from __future__ import annotations
 
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--stage2", default="runs/stage2/demo/checkpoints/last.ckpt")
     parser.add_argument("--distilled", action="store_true", help=f"stage 2 from {DISTILLED} when present")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps for both stages (default: each own)")
+    parser.add_argument("--stage2-steps", type=int, default=None, help="stage 2's alone (default: --steps)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
@@ -149,7 +151,7 @@ def main() -> None:
     with autocast:
         flops = unet_flops_per_pass(l2i, reference, size)
         peak = matmul_peak(args.device, dtype)
-    steps2 = args.steps or l2i.diffusion_cfg.sample_steps
+    steps2 = args.stage2_steps or args.steps or l2i.diffusion_cfg.sample_steps
     guided = l2i.diffusion_cfg.guidance_scale != 1.0
     passes = steps2 * (2 if guided else 1)  # classifier-free guidance: two passes a step
     num_frames = int(np.ceil(len(samples) / SAMPLES_PER_FRAME))
@@ -161,7 +163,8 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem, autocast:
             pipeline.generate(audio=wav, ref=ref, out=Path(tmp) / "out.mp4", stage1=a2l, stage2=l2i,
-                              steps=args.steps, batch_size=args.batch_size, progress=False, timings=timings)
+                              steps=args.steps, stage2_steps=args.stage2_steps, batch_size=args.batch_size,
+                              progress=False, timings=timings)
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None
     total = timings["total"]
     achieved = flops * passes * num_frames / timings["stage2"] / 1e9

@@ -8,7 +8,6 @@ import torch
 
 from dreamhead_lit.data.datamodule import TalkingHeadDataModule
 from dreamhead_lit.lit.a2l import A2LDiffusion, lane_plan, merge_lanes, window_starts
-from dreamhead_lit.lit.l2i import L2IDiffusion
 from dreamhead_lit.video import VideoWriter, read_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread

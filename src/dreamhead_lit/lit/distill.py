@@ -62,6 +62,7 @@ class TeacherConfig:
 class DistillConfig:
     steps: list[int] = field(default_factory=lambda: [1, 2])  # step counts trained for: their timesteps' union
     sample_steps: int = 2  # the student's default number of steps (one UNet pass each)
+    reuse: int = 4  # optimiser steps on each batch of couplings (the teacher's sampling is most of a step's cost)
     ema_decay: float = 0.99  # a short fine-tuning run: a short EMA horizon
 
 
@@ -117,6 +118,10 @@ class L2IDistillation(L2IDiffusion):
         student.teacher_file = teacher_file
         student.val_metrics.update({f"teacher_{k}": MeanMetric() for k in FRAME_METRICS})
         student._teacher_scored = False
+        student._coupled: tuple | None = None  # the couplings in use, and how many steps have used them
+        student._uses = 0
+        if d.reuse < 1:
+            raise ConfigError(f"distill.reuse={d.reuse}: optimiser steps per batch of couplings, at least 1")
         return student
 
     @property
@@ -167,12 +172,17 @@ class L2IDistillation(L2IDiffusion):
         return ((x0_hat.float() - x0_k.float()) ** 2).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        cond = self.batch_conditions(batch)
-        # the couplings' noise follows (seed, step, rank): a resumed run draws what the interrupted one would have
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        gen = torch.Generator(device="cpu").manual_seed(
-            (self.settings.seed * 1_000_003 + self.global_step * 101 + rank) % (2 ** 63))
-        x0, noise = self.couplings(cond, gen)
+        # new couplings every `distill.reuse` steps from the batch of that step (the batches between are not used):
+        # the teacher's 2 x steps passes a frame cost about 7x a student step, so each batch of targets serves several
+        if self._coupled is None or self._uses >= self.settings.distill.reuse:
+            cond = self.batch_conditions(batch)
+            # the noise follows (seed, step, rank): a run resumed from a checkpoint draws what it would have drawn
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            gen = torch.Generator(device="cpu").manual_seed(
+                (self.settings.seed * 1_000_003 + self.global_step * 101 + rank) % (2 ** 63))
+            self._coupled, self._uses = (cond, *self.couplings(cond, gen)), 0
+        cond, x0, noise = self._coupled
+        self._uses += 1
         loss = self.distillation_loss(cond, x0, noise)
         b = x0.shape[0]
         self.log("train/loss", loss, batch_size=b)
