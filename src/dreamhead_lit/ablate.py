@@ -271,7 +271,7 @@ def retrained(c: Component, method: str | MethodAblation = DREAMHEAD) -> list[st
     for i, part in enumerate(m.parts):
         if part in m.optional and part not in used:
             continue
-        if c.overrides(part) or (i and m.linked(part) and m.parts[i - 1] in out):
+        if c.overrides(part) or part in m.optional or (i and m.linked(part) and m.parts[i - 1] in out):
             out.append(part)
     return out
 
