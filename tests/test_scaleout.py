@@ -107,3 +107,53 @@ def test_two_node_bench_table_equals_the_one_process_table(tiny_synth, tmp_path)
     r1, r2 = (json.loads((o / "results.json").read_text()) for o in (out1, out2))
     assert (r1["world_size"], r2["world_size"]) == (1, 2)
     assert r2["clips"] == r1["clips"] and len(r1["clips"]) > 2  # every clip, each scored once (checked in the bench)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cluster launch scripts
+
+
+SCRIPTS = sorted(p for p in CLUSTER.iterdir() if p.suffix in (".sbatch", ".sh"))
+
+
+def test_the_cluster_scripts_are_there_and_valid_bash():
+    assert {p.name for p in SCRIPTS} >= {"train.sbatch", "bench.sbatch", "preprocess.sbatch", "torchrun.sh"}
+    for script in SCRIPTS:
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{script.name}: {proc.stderr}"
+
+
+def script_overrides(script: Path) -> list[str]:
+    """The ``key=value`` config overrides a script passes (lower-case dotted keys on its command lines), each shell
+    expansion replaced by its ``${VAR:-default}`` default or by a number."""
+    out = []
+    for line in script.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        for token in line.split():
+            if re.fullmatch(r"[a-z_]+(\.[a-z_]+)*=\S+", token):
+                key, value = token.split("=", 1)
+                value = re.sub(r"\$\{\w+:-([^$}]*)\}", r"\1", value.strip('"'))
+                out.append(f"{key}={'2' if '$' in value else value}")
+    return out
+
+
+@pytest.mark.parametrize("script", ["train.sbatch", "torchrun.sh"])
+@pytest.mark.parametrize("model", ["stage1", "stage2"])
+def test_the_launch_scripts_name_only_config_keys_that_exist(script, model):
+    from dreamhead_lit.config import load_config
+    from dreamhead_lit.registry import get
+
+    overrides = script_overrides(CLUSTER / script)
+    assert {"trainer=ddp", "trainer.num_nodes=2", "trainer.devices=2"} <= set(overrides)
+    spec = get(model)
+    cfg = load_config(spec.config_file("paper"), overrides, schema=spec.schema_class())  # an unknown key: ConfigError
+    assert (cfg.trainer.strategy, cfg.trainer.num_nodes, cfg.data.pin_memory) == ("ddp", 2, True)
+
+
+def test_the_bench_script_default_config_loads():
+    from dreamhead_lit.bench import load_bench_config
+
+    text = (CLUSTER / "bench.sbatch").read_text()
+    default = re.search(r"CONFIG=\$\{1:-(\S+)\}", text).group(1)
+    assert load_bench_config(default, []).methods
