@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dreamhead_lit.data.landmarks import (
@@ -84,3 +85,41 @@ def test_the_canonical_template_is_synthtalks_mean_neutral_face():
 
     assert canonical_template68().shape == (68, 2)
     assert np.allclose(canonical_template68(), neutral_template(), atol=1e-6)
+
+
+def _rasterize_by_convolution(points, *, regions, size, sigma, num_regions=3):
+    """The first implementation of ``rasterize_landmarks``: bilinear splat onto the canvas, then the separable Gaussian
+    as two convolutions over every pixel. The reference the matmul form must equal."""
+    import torch.nn.functional as F
+
+    from dreamhead_lit.data.landmarks import _gaussian_kernel
+
+    b, n, _ = points.shape
+    x, y = points[..., 0], points[..., 1]
+    x0, y0 = torch.floor(x - 0.5), torch.floor(y - 0.5)
+    fx, fy = (x - 0.5) - x0, (y - 0.5) - y0
+    canvas = torch.zeros(b, num_regions, size * size)
+    region = regions.long().expand(b, n)
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = (x0 + dx).long(), (y0 + dy).long()
+        inside = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
+        flat = (yi.clamp(0, size - 1) * size + xi.clamp(0, size - 1)) + region * size * size
+        canvas.view(b, -1).scatter_add_(1, flat, (w * inside).float())
+    img = canvas.view(b * num_regions, 1, size, size)
+    k = _gaussian_kernel(sigma, torch.device("cpu"))
+    img = F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, k.numel() // 2))
+    img = F.conv2d(img, k.view(1, 1, -1, 1), padding=(k.numel() // 2, 0))
+    return (img / k.max() ** 2).clamp(0.0, 1.0).view(b, num_regions, size, size)
+
+
+@pytest.mark.parametrize("size,sigma,n", [(64, 0.75, 100), (256, 3.0, 478), (96, 1.5, 68)])
+def test_rasterize_equals_the_splat_then_convolution_reference(size, sigma, n):
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(3, n, 2, generator=g) * (size + 20) - 10  # some points outside the image, some on its edges
+    pts[0, :4] = torch.tensor([[0.0, 0.0], [size - 0.5, 3.0], [-0.7, 5.0], [size + 0.2, size - 1.0]])
+    regions = torch.randint(0, 3, (n,), generator=g)
+    expected = _rasterize_by_convolution(pts, regions=regions, size=size, sigma=sigma)
+    got = rasterize_landmarks(pts, regions=regions, size=size, sigma=sigma)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rasterize_landmarks(pts[1], regions=regions, size=size, sigma=sigma), expected[1],
+                               atol=1e-5, rtol=0)

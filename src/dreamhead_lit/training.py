@@ -112,9 +112,20 @@ def fit_method(method: str, size: str, overrides: list[str]) -> list[Path]:
     return done
 
 
+def _is_global_zero() -> bool:
+    """Whether this process is the job's rank 0, before the Trainer exists, as its launcher says: torchrun (``RANK``),
+    srun (``SLURM_PROCID``) or Lightning's own launcher (``NODE_RANK``/``LOCAL_RANK``). Under torchrun and srun each
+    node's first process has ``LOCAL_RANK=0`` and no ``NODE_RANK``: the local rank alone made every node a writer."""
+    env = os.environ
+    if int(env.get("WORLD_SIZE", 1)) > 1 and "RANK" in env:
+        return int(env["RANK"]) == 0
+    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]) == 0
+    return int(env.get("NODE_RANK", 0)) == 0 and int(env.get("LOCAL_RANK", 0)) == 0
+
+
 def _fit_in(out: Path, resume: str | None, spec: ModelSpec, cfg: DictConfig, callbacks: list[Callback]) -> None:
-    is_rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    if is_rank_zero:
+    if _is_global_zero():
         out.mkdir(parents=True, exist_ok=True)
         save_resolved_config(cfg, out)
     dm = spec.make_datamodule(cfg)

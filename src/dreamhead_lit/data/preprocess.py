@@ -52,6 +52,16 @@ of every run, also after Ctrl-C. Different output settings on an existing OUT_DI
 over). A run holds ``OUT_DIR/.preprocess.lock`` (flock) throughout: a second run on the same OUT_DIR stops at once
 (exit 2) naming the first.
 
+Many machines (an array job): ``--shard K/N`` processes only every N-th input of the list sorted by relative path,
+from the K-th (0-based: ``--shard $SLURM_ARRAY_TASK_ID/N`` with ``--array=0-<N-1>``), into the same OUT_DIR as the
+other shards; the N shares cover every input exactly once. Splits are drawn from all the discovered inputs'
+identities, so each shard assigns them as one unsharded run would. Shard K holds ``.preprocess.shard-K-of-N.lock``
+for its run and the destination lock only around dataset.json, index.jsonl and skipped.jsonl (each shard keeps the
+others' skip records). Afterwards ``--merge`` (same flags, no ``--shard``; refused while a shard runs) clears the
+shards' leftovers, rebuilds index.jsonl, prints the summary and exits 1 naming any input with neither clips nor a
+skip record (a failed shard: run it again). The lock is ``flock``: OUT_DIR must be on a file system where it works
+across machines (NFS v4, Lustre mounted with ``flock``).
+
 Parallelism and memory: ``--workers N`` runs N inputs at once in processes started with "spawn" (a worker that
 dies on an input is replaced and that input skipped with the reason). A worker holds one input: the decoded frames
 between the two passes while they fit in 512 MB (else the video is decoded twice), and the crops in memory up to
@@ -60,6 +70,7 @@ between the two passes while they fit in 512 MB (else the video is decoded twice
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -78,6 +89,8 @@ from .resume import (  # noqa: F401 - DiskClip and scan_clips are part of this m
     DiskClip,
     destination_lock,
     plan_resume,
+    running_shards,
+    shard_lock_name,
     read_skipped,
     scan_clips,
     source_stamp,
@@ -94,6 +107,7 @@ from .splits import SPLIT_SEED, assign_splits, read_split_file, recorded_splits 
 from .tracking import TrackSettings, find_segments  # noqa: F401 - find_segments re-exported
 
 LandmarkChoice = Literal["dlib68", "mediapipe"]
+SHARD_LOCK_WAIT = 300.0  # seconds a shard waits for the destination lock (others hold it for seconds at a time)
 MEAD_TEST_ACTORS = ("M003", "M030", "W024")
 # Settings that change what is written: dataset.json records them and a run with other values on the same dst is
 # refused. The split settings are not among them: the index (rebuilt every run) is where splits live.
@@ -128,6 +142,8 @@ class PreprocessConfig(TrackSettings):
     name: str | None = None  # dataset name in dataset.json (default: the layout, or the dst folder for plain)
     overwrite: bool = False  # delete an existing dataset at dst first
     retry_skipped: bool = False  # retry inputs that an earlier run skipped
+    shard: str | None = None  # "K/N": only the K-th of N shares of the sorted inputs (an array job's task K, 0-based)
+    merge: bool = False  # after the shards: rebuild and check the index, process nothing, print the summary
 
     def resolved_frames_format(self) -> str:
         fmt = self.frames_format or ("jpg" if self.size >= 128 else "npy")
@@ -157,6 +173,31 @@ class PreprocessConfig(TrackSettings):
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"--max-seconds must be positive, got {self.max_seconds}")
         self.resolved_frames_format()
+        if self.shard is not None:
+            parse_shard(self.shard)
+            if self.merge:
+                raise ValueError("--merge runs once after all the shards: give it without --shard")
+            if self.overwrite:
+                raise ValueError("--overwrite with --shard would let one shard delete the others' clips: start over "
+                                 "with an unsharded --overwrite run (or an empty --dst), then run the shards")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 0 <= K < N (an array job's 0-based task id over its task count)."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must be K/N with whole numbers (e.g. 0/8 ... 7/8), got {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard {text}: need 0 <= K < N (shards are numbered 0 to N-1, as SLURM_ARRAY_TASK_ID "
+                         "with --array=0-<N-1>)")
+    return k, n
+
+
+def shard_items(items: list[SourceVideo], k: int, n: int) -> list[SourceVideo]:
+    """Shard K of N: every N-th input of the list sorted by relative path, from the K-th. Depends only on the paths,
+    so N tasks discovering the same --src cover every input exactly once, with counts differing by at most one."""
+    return sorted(items, key=lambda i: i.rel)[k::n]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,7 +250,19 @@ def preprocess(cfg: PreprocessConfig, *, progress: bool = True,
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"--dst {dst}: cannot create it ({err.strerror or err})") from err
+    if cfg.shard is not None:
+        k, n = parse_shard(cfg.shard)
+        with destination_lock(dst, name=shard_lock_name(k, n)):  # the same shard twice: refused
+            # the destination lock only around the steps on shared files; splits come from ALL the inputs'
+            # identities, so every shard assigns them as one unsharded run would
+            brief = lambda: destination_lock(dst, wait=SHARD_LOCK_WAIT)  # noqa: E731
+            return _preprocess_locked(cfg, src, dst, shard_items(items, k, n), fixed, progress=progress,
+                                      on_result=on_result, all_items=items, section=brief)
     with destination_lock(dst):  # one run per destination, for the whole run
+        busy = running_shards(dst)
+        if busy:
+            raise DestinationBusy(f"{dst}: shard(s) {', '.join(busy)} still running; "
+                                  f"{'--merge' if cfg.merge else 'an unsharded run'} starts after the last one ends")
         return _preprocess_locked(cfg, src, dst, items, fixed, progress=progress, on_result=on_result)
 
 
@@ -231,6 +284,8 @@ def _prepare_destination(cfg: PreprocessConfig, dst: Path) -> None:
         for name in ("index.jsonl", "skipped.jsonl", "dataset.json"):
             (dst / name).unlink(missing_ok=True)
     atomic_write_text(info_path, json.dumps(info))
+    if cfg.shard is not None:  # other shards' crops and half-written clips are in progress: --merge clears leftovers
+        return
     shutil.rmtree(dst / ".work", ignore_errors=True)  # crops of an interrupted run
     if (dst / "clips").is_dir():  # half-written clip folders of a killed run (write_clip's temporary names)
         for d in (dst / "clips").glob(".*.tmp"):
@@ -248,20 +303,26 @@ def _recorded(dst: Path, on_disk: list[DiskClip]) -> dict[str, str]:
 
 
 def _preprocess_locked(cfg: PreprocessConfig, src: Path, dst: Path, items: list[SourceVideo],
-                       fixed: dict[str, str] | None, *, progress: bool, on_result) -> dict:
-    _prepare_destination(cfg, dst)
+                       fixed: dict[str, str] | None, *, progress: bool, on_result,
+                       all_items: list[SourceVideo] | None = None, section=contextlib.nullcontext) -> dict:
+    """Process ``items`` (a shard's share of ``all_items``); ``section()`` guards the steps on shared files (a
+    shard's brief destination lock; nothing more when the whole run holds it)."""
     num_points = dataset_topology(cfg).num_points
-    on_disk, broken = scan_clips(dst, num_landmarks=num_points)
-    # an identity's split comes from its name or from what is recorded, never from the others present: adding
-    # videos (another --src) must not move a clip between splits (splits.py)
-    recorded = _recorded(dst, on_disk)
-    identities = {i.identity for i in items} | {c.record.identity for c in on_disk}
-    splits = assign_splits(identities, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                           fixed=fixed, held_out_test=MEAD_TEST_ACTORS if cfg.layout == "mead" else (),
-                           recorded=recorded)
-    plan = plan_resume(items, on_disk, broken, read_skipped(dst), retry_skipped=cfg.retry_skipped)
-    for cid in plan.remove:
-        shutil.rmtree(dst / "clips" / cid, ignore_errors=True)
+    with section():
+        _prepare_destination(cfg, dst)
+        on_disk, broken = scan_clips(dst, num_landmarks=num_points)
+        # an identity's split comes from its name or from what is recorded, never from the others present: adding
+        # videos (another --src) must not move a clip between splits (splits.py)
+        recorded = _recorded(dst, on_disk)
+        identities = {i.identity for i in all_items or items} | {c.record.identity for c in on_disk}
+        splits = assign_splits(identities, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                               test_fraction=cfg.test_fraction, fixed=fixed,
+                               held_out_test=MEAD_TEST_ACTORS if cfg.layout == "mead" else (), recorded=recorded)
+        plan = plan_resume(items, on_disk, broken, read_skipped(dst), retry_skipped=cfg.retry_skipped)
+        if cfg.merge:  # nothing is processed or removed: what is missing is reported
+            missing, plan.todo, plan.remove = [i.rel for i in plan.todo], [], []
+        for cid in plan.remove:
+            shutil.rmtree(dst / "clips" / cid, ignore_errors=True)
     removed = set(plan.remove)
     before = {"clips": sum(c.record.id not in removed for c in on_disk), "recorded": recorded, "changed": plan.changed,
               "unstamped": plan.unstamped}
@@ -275,8 +336,12 @@ def _preprocess_locked(cfg: PreprocessConfig, src: Path, dst: Path, items: list[
         interrupted = True
         raise
     finally:
-        summary = _finish(cfg, dst, items, results, plan.carried, splits, num_points, plan.done, before,
-                          seconds=time.perf_counter() - start, interrupted=interrupted)
+        with section():
+            summary = _finish(cfg, dst, items, results, plan.carried, splits, num_points, plan.done, before,
+                              seconds=time.perf_counter() - start, interrupted=interrupted)
+    summary["shard"] = cfg.shard
+    summary["missing"] = missing if cfg.merge else []
+    summary["merge_only"] = cfg.merge
     return summary
 
 
@@ -338,9 +403,12 @@ def _finish(cfg: PreprocessConfig, dst: Path, items: list[SourceVideo], results:
             item = by_rel[res.rel]
             skipped.append({"path": res.rel, "reason": res.skipped,
                             "stamp": source_stamp(item.path, item.audio_path)})
+    if cfg.shard is not None:  # skipped.jsonl is shared: the other shards' entries stay
+        skipped += [e for e in read_skipped(dst) if e.get("path") not in by_rel]
     skipped.sort(key=lambda e: e["path"])
     atomic_write_text(dst / "skipped.jsonl", "".join(json.dumps(e) + "\n" for e in skipped))
-    shutil.rmtree(dst / ".work", ignore_errors=True)
+    if cfg.shard is None:
+        shutil.rmtree(dst / ".work", ignore_errors=True)
     times: dict[str, float] = {}
     for res in results:
         for k, v in res.times.items():
@@ -421,8 +489,9 @@ def _merge_lines(s: dict) -> list[str]:
 
 def format_summary(summary: dict) -> str:
     s = summary
+    what = (f"shard {s['shard']} of" if s.get("shard") else "merged and checked" if s.get("merge_only") else "preprocessed")
     lines = [
-        f"{'INTERRUPTED: ' if s['interrupted'] else ''}preprocessed {s['src']} -> {s['dst']}",
+        f"{'INTERRUPTED: ' if s['interrupted'] else ''}{what} {s['src']} -> {s['dst']}",
         f"  inputs: {s['inputs']} found, {s['processed_now']} processed now, {s['already_done']} already done, "
         f"{s['skipped_earlier']} skipped by an earlier run (--retry-skipped retries them)",
         f"  written now: {s['clips_written']} clips, {s['frames_written']} frames ({s['hours_written']:.4f} h) "
@@ -443,6 +512,10 @@ def format_summary(summary: dict) -> str:
     if s["notes"]:
         lines.append("  handled:")
         lines += [f"    {rel}: {note}" for rel, notes in sorted(s["notes"].items()) for note in notes]
+    if s.get("missing"):
+        lines.append(f"  MISSING: {_n(len(s['missing']), 'input')} with neither clips nor a skip record (a shard "
+                     "that failed or is still to run; run it again, or run without --shard):")
+        lines += [f"    {rel}" for rel in s["missing"]]
     if s["broken"]:
         lines.append(f"  {len(s['broken'])} broken clip folder(s) left out of the index:")
         lines += [f"    {cid}: {why}" for cid, why in sorted(s["broken"].items())]
@@ -478,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="dataset name in dataset.json")
     p.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --dst first")
     p.add_argument("--retry-skipped", action="store_true", help="retry inputs an earlier run skipped")
+    p.add_argument("--shard", metavar="K/N",
+                   help="process only shard K (0-based) of N of the sorted inputs, into the same --dst as the other "
+                        "shards (an array job: --shard $SLURM_ARRAY_TASK_ID/N); then --merge once")
+    p.add_argument("--merge", action="store_true",
+                   help="after the shards (same flags, no --shard): clear their leftovers, rebuild and check the "
+                        "index, print the dataset's summary; exit 1 if an input has neither clips nor a skip record")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -501,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))
-    return 0
+    return 1 if summary["missing"] else 0
 
 
 if __name__ == "__main__":

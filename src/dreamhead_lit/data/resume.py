@@ -10,6 +10,10 @@
 - **One run per destination**: ``destination_lock`` holds ``flock`` on ``<dst>/.preprocess.lock`` for the whole run;
   a second run stops at once, naming the first (pid, host, start time). The kernel drops the lock when the holder
   exits or dies, so a crash never leaves a stale lock.
+- **Shards of one array job** (``preprocess --shard K/N``): shard K holds ``<dst>/.preprocess.shard-K-of-N.lock`` for
+  its whole run (the same shard twice is refused) and the destination lock only for the short steps that touch
+  shared files (dataset.json, index.jsonl, skipped.jsonl), waiting for it a while; an unsharded run and ``--merge``
+  refuse to start while any shard holds its lock.
 """
 from __future__ import annotations
 
@@ -159,16 +163,43 @@ def _holder(path: Path) -> str:
         return "it has just started; details not yet written"
 
 
+def shard_lock_name(k: int, n: int) -> str:
+    return f".preprocess.shard-{k}-of-{n}.lock"
+
+
+def running_shards(dst: Path) -> list[str]:
+    """The shards (``K/N``) whose runs hold their lock on ``dst`` now; a lock file left by a killed shard is free."""
+    busy = []
+    for path in sorted(Path(dst).glob(".preprocess.shard-*-of-*.lock")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # its run just ended
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            k, n = path.name[len(".preprocess.shard-"):-len(".lock")].split("-of-")
+            busy.append(f"{k}/{n} ({_holder(path)})")
+        finally:
+            os.close(fd)
+    return busy
+
+
 @contextmanager
-def destination_lock(dst: Path) -> Iterator[Path]:
-    """Hold ``dst/.preprocess.lock`` exclusively for the ``with`` block, else raise DestinationBusy at once."""
-    path = Path(dst) / LOCK_NAME
+def destination_lock(dst: Path, *, name: str = LOCK_NAME, wait: float = 0.0) -> Iterator[Path]:
+    """Hold ``dst/<name>`` exclusively for the ``with`` block, else raise DestinationBusy (at once, or after trying
+    for ``wait`` seconds: shards take the destination lock only for seconds at a time)."""
+    path = Path(dst) / name
+    deadline = time.monotonic() + wait
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
             raise DestinationBusy(
                 f"{dst} is being preprocessed by another run ({_holder(path)}); wait for it to finish, or stop "
                 "it, then run this command again") from None
