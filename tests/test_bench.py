@@ -318,14 +318,19 @@ def test_stage2_bound_renders_the_true_landmarks_and_dreamhead_runs(tiny_synth, 
     dm1.prepare_data()
     dm1.setup()
     a2l = A2LDiffusion.from_datamodule(dm1, net={"dim": 32, "depth": 1, "heads": 2, "dropout": 0.0}).eval()
-    seen: list[torch.Tensor] = []
-    original = l2i.generate_frames
+    seen: list[torch.Tensor] = []  # per video: the landmark images stage 2 was given
+    original = l2i.frame_batches
 
-    def recording(landmark_images, **kw):
-        seen.append(landmark_images.clone())
-        return original(landmark_images, **kw)
+    def recording(batches, **kw):
+        def recorded():
+            taken = []
+            for batch in batches:
+                taken.append(batch["targets"].clone())
+                yield batch
+            seen.append(torch.cat(taken))
+        return original(recorded(), **kw)
 
-    l2i.generate_frames = recording
+    l2i.frame_batches = recording
     emotions: list = []
     a2l_generate = a2l.generate
 

@@ -135,15 +135,16 @@ def test_ctrl_c_mid_generation_leaves_nothing(checkpoints, tiny_synth, tmp_path,
     if existing:
         out.write_bytes(b"the user's earlier video")
     before = sorted(p.name for p in tmp_path.iterdir())
-    real, calls = L2IDiffusion.generate_frames, []
+    real, calls = L2IDiffusion.frame_batches, []
 
     def interrupted_in_second_batch(self, *args, **kwargs):  # the first batch is already in the temporary file
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
+        for frames in real(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            yield frames
 
-    monkeypatch.setattr(L2IDiffusion, "generate_frames", interrupted_in_second_batch)
+    monkeypatch.setattr(L2IDiffusion, "frame_batches", interrupted_in_second_batch)
     try:
         code = _main(checkpoints, audio, _clip(tiny_synth), out, "--batch-size", "8",
                      *(["--overwrite"] if existing else []))
@@ -198,8 +199,9 @@ def test_non_finite_stage_output_writes_nothing(checkpoints, tiny_synth, tmp_pat
         monkeypatch.setattr(A2LDiffusion, "generate", lambda self, *a, **k: real(self, *a, **k) * float("nan"))
         message = f"stage 1 produced non-finite landmarks: the stage-1 model {checkpoints[0]}"
     else:
-        real = L2IDiffusion.generate_frames
-        monkeypatch.setattr(L2IDiffusion, "generate_frames", lambda self, *a, **k: real(self, *a, **k) + float("inf"))
+        real = L2IDiffusion.frame_batches
+        monkeypatch.setattr(L2IDiffusion, "frame_batches",
+                            lambda self, *a, **k: (f + float("inf") for f in real(self, *a, **k)))
         message = f"stage 2 produced non-finite pixels: the stage-2 model {checkpoints[1]}"
     out = tmp_path / "out.mp4"
     assert _main(checkpoints, _speech(tmp_path / "s.wav", seconds=0.4), _clip(tiny_synth), out) == 2

@@ -35,12 +35,14 @@ def _train(stage: str, root: Path, runs: Path, extra: list[str]) -> Path:
 
 
 def _baseline_rows_off() -> list[str]:
-    """``methods.<name>.enabled=false`` for every row of bench/demo.yaml a baseline package provides."""
+    """``methods.<name>.enabled=false`` for every row of bench/demo.yaml a baseline package provides, and the extra
+    DreamHead rows (the 20-step teacher, the distilled stage 2: tests/test_distill.py covers them)."""
     from dreamhead_lit.bench import load_bench_config
 
     core = {"ground_truth", "static_reference", "stage2_gt_landmarks", "dreamhead", "audio_to_image", "folder"}
     cfg = load_bench_config("bench/demo.yaml")
-    return [f"methods.{name}.enabled=false" for name, m in cfg.methods.items() if m.kind not in core]
+    extra = {"dreamhead_teacher_steps", "dreamhead_distilled"}
+    return [f"methods.{name}.enabled=false" for name, m in cfg.methods.items() if m.kind not in core or name in extra]
 
 
 BASELINES_OFF = _baseline_rows_off()

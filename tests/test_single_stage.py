@@ -256,14 +256,19 @@ def test_bench_audio_to_image_dubs_with_a_dubbing_mode_model(dm, tiny_synth, tmp
 
     torch.manual_seed(0)
     module = audio_module(dm, net={"mode": "dubbing"}).eval()
-    seen = []
-    original = module.generate_frames
+    seen = []  # per video: the audio windows' shape and the masked frames stage 2 was given
+    original = module.frame_batches
 
-    def recording(targets, **kw):
-        seen.append((targets.shape, kw["masked"].clone()))
-        return original(targets, **kw)
+    def recording(batches, **kw):
+        def recorded():
+            taken = []
+            for batch in batches:
+                taken.append(batch)
+                yield batch
+            seen.append((torch.cat([b["targets"] for b in taken]).shape, torch.cat([b["masked"] for b in taken])))
+        return original(recorded(), **kw)
 
-    module.generate_frames = recording
+    module.frame_batches = recording
     cfg = structured(make_cfg(tiny_synth, tmp_path, metrics=["ssim"], max_clips=1, methods={}))
     method = AudioToImageMethod("a2i", MethodConfig(kind="audio_to_image", steps=1, batch_size=64),
                                 bench_context(cfg), stage2=module)

@@ -42,6 +42,10 @@ class A2LNetConfig:
 class A2LLossConfig:
     velocity_weight: float = 1.0  # |Δx̂ - Δx|² on the x0 prediction (half of `temporal_smooth`)
     acceleration_weight: float = 1.0  # |Δ²x̂ - Δ²x|²
+    # where on the noise scale the velocity/acceleration losses act on x̂: "all" (every t, equal weight) or "signal"
+    # (each window's terms weighted by alpha_bar_t, the signal's share of x_t: full weight where x_t still shows the
+    # motion, none in pure noise, where x̂ can only be the mean motion and matching the truth's jerk is guesswork)
+    temporal_weighting: str = "all"
     prefix_prob: float = 0.5  # share of training windows that get known leading frames (teaches continuation)
     # share of training windows whose emotion is replaced by "unknown" (the null code) while the audio stays: speech
     # without a label (a user's audio, HDTF) is then in distribution. Without it, "unknown" was only ever seen with
@@ -204,8 +208,13 @@ class A2LDiffusion(DiffusionLitModule):
         l = self.loss_cfg
         if l.velocity_weight > 0 or l.acceleration_weight > 0:
             x0_hat = out["x0_hat"]
-            vel = F.mse_loss(x0_hat.diff(dim=1), x0.diff(dim=1))
-            acc = F.mse_loss(x0_hat.diff(n=2, dim=1), x0.diff(n=2, dim=1))
+            if l.temporal_weighting not in ("all", "signal"):
+                raise ValueError(f"loss.temporal_weighting={l.temporal_weighting!r}: all or signal")
+            w = (self.schedule.alphas_cumprod.to(x0)[out["t"]] if l.temporal_weighting == "signal"
+                 else torch.ones(b, device=x0.device, dtype=x0.dtype))  # (B,)
+            per_window = lambda a, b_: ((a - b_) ** 2).mean(dim=(1, 2))  # noqa: E731
+            vel = (w * per_window(x0_hat.diff(dim=1), x0.diff(dim=1))).mean()
+            acc = (w * per_window(x0_hat.diff(n=2, dim=1), x0.diff(n=2, dim=1))).mean()
             loss = loss + l.velocity_weight * vel + l.acceleration_weight * acc
             logs.update({"train/velocity": vel, "train/acceleration": acc})
         logs["train/loss"] = loss
