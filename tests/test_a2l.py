@@ -220,3 +220,26 @@ def test_long_audio_generation_is_seamless(trained, dm):
         assert j.quantile(0.95) <= i.quantile(0.99), (overlap, j.quantile(0.95), i.quantile(0.99))
         assert j.max() <= 1.25 * i.max(), (overlap, j.max(), i.max())
         assert speed[interior].mean() > 0  # the face moves with the audio, it is not frozen
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_attention_window_limits_how_far_a_frame_sees(window):
+    """model.attention_window: with a reach of 4 frames (and a per-frame convolution, one block), frame 0's output
+    ignores frame 10; with the whole window (None) it does not."""
+    from dreamhead_lit.models.a2l import A2LDenoiser
+
+    torch.manual_seed(0)
+    net = A2LDenoiser(num_points=4, audio_steps=4, audio_dim=8, dim=32, depth=1, heads=2, dropout=0.0,
+                      temporal_kernel=1, attention_window=window).eval()
+    for param in net.parameters():  # the output and the gates are zero-initialised: nothing would depend on anything
+        torch.nn.init.normal_(param, std=0.1)
+    b, t = 1, 16
+    args = dict(audio=torch.randn(b, t, 4, 8), ref=torch.randn(b, 8), emotion=torch.zeros(b, dtype=torch.long),
+                prefix=torch.zeros(b, t, 8), prefix_mask=torch.zeros(b, t, 1), drop=torch.zeros(b, dtype=torch.bool))
+    x = torch.randn(b, t, 8)
+    moved = x.clone()
+    moved[:, 10] += 5.0
+    with torch.no_grad():
+        first, second = net(x, torch.tensor([500]), **args), net(moved, torch.tensor([500]), **args)
+    changed = not torch.allclose(first[:, 0], second[:, 0])
+    assert changed == (window is None)

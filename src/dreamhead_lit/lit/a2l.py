@@ -34,6 +34,7 @@ class A2LNetConfig:
     dropout: float = 0.1
     temporal_units: bool = True  # attention across frames + temporal conv (half of `temporal_smooth`)
     temporal_kernel: int = 5
+    attention_window: int | None = None  # temporal attention reaches +-this many frames (None: the whole window)
     use_emotion: bool = True  # MEAD-style emotion code as a condition
 
 

@@ -41,9 +41,11 @@ class _AdaLN(nn.Module):
 class A2LBlock(nn.Module):
     """Temporal unit (attention across frames + depthwise temporal conv) then mapping unit (per-frame MLP)."""
 
-    def __init__(self, dim: int, *, heads: int, ff_mult: int, dropout: float, temporal_units: bool, kernel: int):
+    def __init__(self, dim: int, *, heads: int, ff_mult: int, dropout: float, temporal_units: bool, kernel: int,
+                 window: int | None = None):
         super().__init__()
         self.temporal_units = temporal_units
+        self.window = window  # attention reach in frames (None: every frame of the window)
         self.norm_attn = _AdaLN(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim) if temporal_units else None
@@ -56,9 +58,10 @@ class A2LBlock(nn.Module):
         # h: (B, T, D); cond: (B, D)
         x, gate = self.norm_attn(h, cond)
         mask = None
-        if not self.temporal_units:  # each frame sees only itself: no temporal mixing
-            t = h.shape[1]
-            mask = ~torch.eye(t, dtype=torch.bool, device=h.device)
+        reach = 0 if not self.temporal_units else self.window  # 0: each frame sees only itself, no temporal mixing
+        if reach is not None:
+            steps = torch.arange(h.shape[1], device=h.device)
+            mask = (steps[:, None] - steps[None, :]).abs() > reach  # True = not attended
         a, _ = self.attn(x, x, x, attn_mask=mask, need_weights=False)
         if self.conv is not None:
             a = a + self.conv(x.transpose(1, 2)).transpose(1, 2)
@@ -89,6 +92,7 @@ class A2LDenoiser(nn.Module):
         dropout: float = 0.1,
         temporal_units: bool = True,
         temporal_kernel: int = 5,
+        attention_window: int | None = None,
         num_emotions: int = 8,
         use_emotion: bool = True,
     ):
@@ -106,7 +110,7 @@ class A2LDenoiser(nn.Module):
         self.emotion = nn.Embedding(num_emotions + 1, dim)  # last row: null / unknown
         self.blocks = nn.ModuleList(
             A2LBlock(dim, heads=heads, ff_mult=ff_mult, dropout=dropout, temporal_units=temporal_units,
-                     kernel=temporal_kernel)
+                     kernel=temporal_kernel, window=attention_window)
             for _ in range(depth)
         )
         self.out_norm = nn.LayerNorm(dim)
