@@ -14,18 +14,9 @@ from dreamhead_lit.data.clip import read_index
 from dreamhead_lit.data.preprocess import PreprocessConfig, discover, parse_shard, preprocess, shard_items
 from dreamhead_lit.data.resume import DestinationBusy, destination_lock, shard_lock_name
 
-from test_preprocess import SECONDS, SIZE, _cfg
+from test_preprocess import SECONDS, SIZE, _cfg, real_video  # noqa: F401 (real_video: a fixture, shared)
 
 FLAGS = ["--size", str(SIZE), "--max-seconds", str(SECONDS), "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def real_video() -> Path:
-    from conftest import REAL_DATA
-
-    if not (REAL_DATA / "video").is_dir():
-        pytest.skip(f"real clips not present at {REAL_DATA}")
-    return REAL_DATA / "video"
 
 
 @pytest.fixture(scope="module")
