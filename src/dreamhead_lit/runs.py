@@ -146,6 +146,23 @@ def describe_differences(saved: dict, wanted: dict, keys: list[str]) -> str:
     return ", ".join(f"{k}: {get(saved, k)!r} there, {get(wanted, k)!r} now" for k in keys[:6])
 
 
+def run_checkpoint(ref: str, runs_root: str | Path, *, model: str, key: str, best: bool = True,
+                   remedy: str = "") -> Path:
+    """A checkpoint file, a run folder (its best checkpoint when ``best`` and there is one, else ``last.ckpt``) or a
+    run name under ``runs/<model>/``: how a model's config names another model it loads (a DreamTalk† part its lip
+    expert, StyleTalker†'s parts their autoencoder, a distilled stage 2 its teacher). ``key``: the config key that
+    gave ``ref``, named in the error, with ``remedy`` after it."""
+    path = resolve_path(ref)
+    if not path.exists() and "/" not in ref and not ref.endswith((".ckpt", ".pt")):
+        path = resolve_path(runs_root) / model / ref
+    if path.is_dir():
+        found = sorted((path / "checkpoints").glob("best-*.ckpt")) if best else []
+        path = found[-1] if found else path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"{key}={ref!r}: no {model} checkpoint at {path}{f': {remedy}' if remedy else ''}")
+    return path
+
+
 def latest_checkpoint(stage: str, *, runs_root: str = "runs", name: str | None = None) -> Path:
     """``last.ckpt`` of the named run, or of the most recently trained run of the stage."""
     root = resolve_path(runs_root) / stage

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from ..config import ConfigError, RunConfig, resolve_path, to_container
+from ..config import ConfigError, RunConfig, to_container
 from ..diffusion import EMA, make_timesteps
 from .base import OptimConfig
 from .l2i import FRAME_METRICS, L2IDiffusion, L2IValidationConfig
@@ -75,16 +75,12 @@ class Stage2DistillConfig(RunConfig):
 
 
 def teacher_checkpoint(ref: str, runs_root: str | Path) -> Path:
-    """``teacher.run``: a checkpoint file, a run folder (its ``last.ckpt``) or a run name under ``runs/stage2/``."""
-    path = resolve_path(ref)
-    if not path.exists() and "/" not in ref and not ref.endswith(".ckpt"):
-        path = resolve_path(runs_root) / "stage2" / ref
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(f"teacher.run={ref!r}: no stage-2 checkpoint at {path}: train the teacher first "
-                          "(make train-stage2) or name another run")
-    return path
+    """``teacher.run``: a checkpoint file, a run folder (its ``last.ckpt``: the weights the bench and generate use)
+    or a run name under ``runs/stage2/``."""
+    from ..runs import run_checkpoint
+
+    return run_checkpoint(ref, runs_root, model="stage2", key="teacher.run", best=False,
+                          remedy="train the teacher first (make train-stage2) or name another run")
 
 
 class L2IDistillation(L2IDiffusion):

@@ -36,7 +36,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from ...checkpoints import CheckpointError
-from ...config import ConfigError, RunConfig, resolve_path
+from ... import runs
+from ...config import ConfigError, RunConfig
 from ...lit.base import OptimConfig, warmup_cosine
 from .data import DreamTalkDataConfig
 from .motion import MotionBasis, MotionConfig
@@ -218,18 +219,8 @@ class LipExpertModule(L.LightningModule):
 
 def run_checkpoint(ref: str, runs_root: str | Path, *, model: str = MODEL_NAME,
                    key: str = "lip_expert.checkpoint") -> Path:
-    """A checkpoint file, a run folder (its best checkpoint, else ``last.ckpt``) or a run name under
-    ``runs/<model>/`` (``key``: the config key that gave ``ref``, named in the error). Shared by every DreamTalk
-    model that loads another one (the denoiser its lip expert, the style predictor its denoiser)."""
-    path = resolve_path(ref)
-    if not path.exists() and "/" not in ref and not ref.endswith((".ckpt", ".pt")):
-        path = resolve_path(runs_root) / model / ref
-    if path.is_dir():
-        best = sorted((path / "checkpoints").glob("best-*.ckpt"))
-        path = best[-1] if best else path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(f"{key}={ref!r}: no {model} checkpoint at {path}")
-    return path
+    """:func:`dreamhead_lit.runs.run_checkpoint` with the lip expert's defaults (the denoiser loads its lip expert)."""
+    return runs.run_checkpoint(ref, runs_root, model=model, key=key)
 
 
 def load_lip_expert(ref: str, *, runs_root: str | Path = "runs") -> LipExpertModule:

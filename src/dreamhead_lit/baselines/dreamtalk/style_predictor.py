@@ -59,7 +59,7 @@ from ...diffusion import SamplerName, drop_condition
 from ...lit.base import DiffusionConfig, DiffusionLitModule, OptimConfig
 from ...models.layers import TimestepEmbedding
 from .data import DreamTalkDataConfig, DreamTalkDataModule, StyleClipDataset, dreamtalk_datamodule
-from .lip_expert import run_checkpoint
+from ...runs import run_checkpoint
 from .motion import MotionBasis
 from .networks import StyleEncoder, _mlp
 

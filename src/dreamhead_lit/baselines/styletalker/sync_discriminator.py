@@ -235,7 +235,7 @@ def autoencoder_checkpoint(run_dir: Path) -> Path:
     else ``last.ckpt``."""
     import json
 
-    from ..dreamtalk.lip_expert import run_checkpoint
+    from ...runs import run_checkpoint
 
     index = run_dir / LATENTS_DIR / INDEX_FILE
     named = json.loads(index.read_text()).get("checkpoint") if index.is_file() else None
@@ -541,7 +541,7 @@ def load_sync_discriminator(ref: str, runs_root: str | Path = "runs", *,
     not headed ``styletalker_sync``."""
     from ... import registry
     from ...metrics.scorers import refuse_scorer
-    from ..dreamtalk.lip_expert import run_checkpoint
+    from ...runs import run_checkpoint
 
     key = "sync_discriminator.run"
     refuse_scorer(ref, runs_root, what=key, model=MODEL_NAME)  # before resolving: a scorer folder has no .ckpt
