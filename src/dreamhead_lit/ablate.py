@@ -269,9 +269,10 @@ def retrained(c: Component, method: str | MethodAblation = DREAMHEAD) -> list[st
     out: list[str] = []
     used = c.parts(m.parts, m.optional)
     for i, part in enumerate(m.parts):
-        if part in m.optional and part not in used:
-            continue
-        if c.overrides(part) or part in m.optional or (i and m.linked(part) and m.parts[i - 1] in out):
+        if part in m.optional:  # trained for the components that use it, never for the full model
+            if part in used:
+                out.append(part)
+        elif c.overrides(part) or (i and m.linked(part) and m.parts[i - 1] in out):
             out.append(part)
     return out
 

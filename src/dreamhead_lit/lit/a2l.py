@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..data.audio import build_feature_extractor, windows_for_frames
 from ..diffusion import Inpaint, drop_condition
 from ..metrics.lmd import landmark_distance, landmark_jitter
@@ -38,6 +38,9 @@ class A2LNetConfig:
     use_emotion: bool = True  # MEAD-style emotion code as a condition
 
 
+TemporalWeighting = Literal["all", "signal"]
+
+
 @dataclass
 class A2LLossConfig:
     velocity_weight: float = 1.0  # |Δx̂ - Δx|² on the x0 prediction (half of `temporal_smooth`)
@@ -45,7 +48,7 @@ class A2LLossConfig:
     # where on the noise scale the velocity/acceleration losses act on x̂: "all" (every t, equal weight) or "signal"
     # (each window's terms weighted by alpha_bar_t, the signal's share of x_t: full weight where x_t still shows the
     # motion, none in pure noise, where x̂ can only be the mean motion and matching the truth's jerk is guesswork)
-    temporal_weighting: str = "all"
+    temporal_weighting: TemporalWeighting = "all"
     prefix_prob: float = 0.5  # share of training windows that get known leading frames (teaches continuation)
     # share of training windows whose emotion is replaced by "unknown" (the null code) while the audio stays: speech
     # without a label (a user's audio, HDTF) is then in distribution. Without it, "unknown" was only ever seen with
@@ -129,6 +132,9 @@ class A2LDiffusion(DiffusionLitModule):
         self.save_hyperparameters()
         self.net_cfg = A2LNetConfig(**(net or {}))
         self.loss_cfg = A2LLossConfig(**(loss or {}))
+        if self.loss_cfg.temporal_weighting not in get_args(TemporalWeighting):  # a config file is checked on load
+            raise ConfigError(f"loss.temporal_weighting={self.loss_cfg.temporal_weighting!r}: choose one of "
+                              f"{list(get_args(TemporalWeighting))}")
         self.gen_cfg = A2LGenerationConfig(**(generation or {}))
         self.val_cfg = ValidationConfig(**(validation or {}))
         self.num_points = num_points
@@ -208,8 +214,6 @@ class A2LDiffusion(DiffusionLitModule):
         l = self.loss_cfg
         if l.velocity_weight > 0 or l.acceleration_weight > 0:
             x0_hat = out["x0_hat"]
-            if l.temporal_weighting not in ("all", "signal"):
-                raise ValueError(f"loss.temporal_weighting={l.temporal_weighting!r}: all or signal")
             w = (self.schedule.alphas_cumprod.to(x0)[out["t"]] if l.temporal_weighting == "signal"
                  else torch.ones(b, device=x0.device, dtype=x0.dtype))  # (B,)
             per_window = lambda a, b_: ((a - b_) ** 2).mean(dim=(1, 2))  # noqa: E731
@@ -336,9 +340,8 @@ class A2LDiffusion(DiffusionLitModule):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"window_batch must be an int >= 1, got {batch_size!r}")
         steps = steps or self.gen_cfg.steps
-        windows_needed = len(window_starts(total, window=w, overlap=o))
-        batch_size = min(batch_size, max(1, windows_needed // max(1, self.gen_cfg.min_lane_windows)))
-        origins, offsets, span = lane_plan(total, window=w, overlap=o, lanes=batch_size)
+        origins, offsets, span = lane_plan(total, window=w, overlap=o, lanes=batch_size,
+                                           min_windows=self.gen_cfg.min_lane_windows)
         lanes = len(origins)
         p = 2 * self.num_points
         ref = torch.as_tensor(np.asarray(ref_landmarks), dtype=torch.float32, device=self.device)[None]  # (1, N, 2)
@@ -379,7 +382,8 @@ class A2LDiffusion(DiffusionLitModule):
         return self.decode(merge_lanes(out, origins, total)[None], ref)[0]  # (F, N, 2)
 
 
-def lane_plan(total: int, *, window: int, overlap: int, lanes: int) -> tuple[list[int], list[int], int]:
+def lane_plan(total: int, *, window: int, overlap: int, lanes: int,
+              min_windows: int = 1) -> tuple[list[int], list[int], int]:
     """How :meth:`A2LDiffusion.generate` covers ``total`` frames with up to ``lanes`` lanes sampled side by side.
 
     Returns ``(origins, offsets, span)``: the first frame of each lane, the first frame of each of its windows
@@ -387,10 +391,10 @@ def lane_plan(total: int, *, window: int, overlap: int, lanes: int) -> tuple[lis
     the frames a lane covers. One lane is the plain sequential plan (:func:`window_starts`). With more, every lane
     has ``m`` windows at stride ``window - overlap``, the lanes are spread evenly from the first frame to the last,
     and neighbouring lanes overlap by at least ``overlap`` frames (``lanes * m`` windows cover at least what the
-    ``n`` sequential ones do).
+    ``n`` sequential ones do). A lane gets at least ``min_windows`` windows (fewer lanes otherwise).
     """
     starts = window_starts(total, window=window, overlap=overlap)
-    lanes = min(lanes, len(starts))
+    lanes = min(lanes, max(1, len(starts) // max(1, min_windows)))
     if lanes == 1:
         return [0], starts, max(total, window)
     per_lane = -(-len(starts) // lanes)  # windows per lane (ceil)
