@@ -243,3 +243,35 @@ def test_attention_window_limits_how_far_a_frame_sees(window):
         first, second = net(x, torch.tensor([500]), **args), net(moved, torch.tensor([500]), **args)
     changed = not torch.allclose(first[:, 0], second[:, 0])
     assert changed == (window is None)
+
+
+@pytest.mark.parametrize("size", ["demo", "paper"])
+def test_default_temporal_reach_is_what_the_config_says(size):
+    """Issue 19: the default temporal units are local (attention within ``attention_window`` frames, a
+    ``temporal_kernel``-tap conv), so a frame's output depends on the frames within blocks x reach and on no other;
+    the velocity/acceleration losses, not a window-wide reach, make the sequence smooth."""
+    from omegaconf import OmegaConf
+
+    from dreamhead_lit.models.a2l import A2LDenoiser
+
+    net_cfg = OmegaConf.to_container(load_config(f"stage1/{size}.yaml", schema=Stage1Config).model)
+    assert net_cfg["attention_window"] is not None, "the default reaches across the whole window again"
+    depth = 2  # the config's own depth fades the edge of the reach to rounding noise (8 blocks at paper size)
+    reach = depth * max(net_cfg["attention_window"], net_cfg["temporal_kernel"] // 2)
+    torch.manual_seed(0)
+    net = A2LDenoiser(num_points=4, audio_steps=4, audio_dim=8, **{**net_cfg, "dim": 32, "heads": 2,
+                                                                      "depth": depth, "dropout": 0.0}).eval()
+    for param in net.parameters():  # the output and the gates are zero-initialised: nothing would depend on anything
+        torch.nn.init.normal_(param, std=0.3)
+    b, t, poked = 1, 2 * reach + 12, reach + 6
+    args = dict(audio=torch.randn(b, t, 4, 8), ref=torch.randn(b, 8), emotion=torch.zeros(b, dtype=torch.long),
+                prefix=torch.zeros(b, t, 8), prefix_mask=torch.zeros(b, t, 1), drop=torch.zeros(b, dtype=torch.bool))
+    x = torch.randn(b, t, 8)
+    moved = x.clone()
+    moved[:, poked] += 5.0
+    with torch.no_grad():
+        change = (net(x, torch.tensor([500]), **args) - net(moved, torch.tensor([500]), **args)).abs().amax(-1)[0]
+    frames = torch.arange(t)
+    inside = (frames - poked).abs() <= reach
+    assert (change[inside] > 1e-6).all(), change  # the effect fades towards the edge of the reach but is there
+    assert (change[~inside] == 0).all(), change  # masked attention and the conv's zero taps: exactly nothing
