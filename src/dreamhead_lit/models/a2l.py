@@ -5,10 +5,12 @@ chunks; the paper gives no layer detail, so this is our reading of it:
 
 - a **mapping unit** maps each frame's audio window to the motion space (a per-frame MLP) and, inside every
   block, mixes each frame's features with an MLP;
-- a **temporal unit** relates frames to each other: self-attention across the window plus a depthwise temporal
-  convolution (local smoothness prior). With ``temporal_units=False`` attention is restricted to the frame itself
-  and the convolution is removed: the same parameter budget, no temporal mixing. That is half of the
-  ``temporal_smooth`` ablation; the other half is the velocity/acceleration loss in the LightningModule.
+- a **temporal unit** relates frames to each other: self-attention over the frames within ``attention_window`` of
+  each frame (None: the whole window) plus a depthwise temporal convolution (local smoothness prior). The configs use
+  +-1 frame and 3 taps: a whole-window reach was as smooth but less accurate (issue 19, README "Ablations"). With
+  ``temporal_units=False`` attention is restricted to the frame itself and the convolution is removed: the same
+  parameter budget, no temporal mixing. That is half of the ``temporal_smooth`` ablation; the other half is the
+  velocity/acceleration loss in the LightningModule.
 
 Global conditions (diffusion step, the speaker's reference landmarks, an optional emotion code) modulate every
 block through adaptive LayerNorm (shift, scale, gate; DiT's adaLN-Zero, Peebles & Xie 2023). A *prefix* channel
