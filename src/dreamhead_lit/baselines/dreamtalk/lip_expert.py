@@ -217,12 +217,6 @@ class LipExpertModule(L.LightningModule):
 # -- the denoiser's side ------------------------------------------------------------------------------------------
 
 
-def run_checkpoint(ref: str, runs_root: str | Path, *, model: str = MODEL_NAME,
-                   key: str = "lip_expert.checkpoint") -> Path:
-    """:func:`dreamhead_lit.runs.run_checkpoint` with the lip expert's defaults (the denoiser loads its lip expert)."""
-    return runs.run_checkpoint(ref, runs_root, model=model, key=key)
-
-
 def load_lip_expert(ref: str, *, runs_root: str | Path = "runs") -> LipExpertModule:
     """The frozen lip expert named by ``ref``; a ConfigError for the bench's sync scorer (a loss network must never
     be the network that scores the bench) and for any checkpoint not headed ``dreamtalk_lip_expert``."""
@@ -231,9 +225,10 @@ def load_lip_expert(ref: str, *, runs_root: str | Path = "runs") -> LipExpertMod
 
     # checked before and after resolving, so a scorer's run folder is refused for what it is, not for lacking a .ckpt
     refuse_scorer(ref, runs_root, what="lip_expert.checkpoint", model=MODEL_NAME)
-    refuse_scorer(run_checkpoint(ref, runs_root), runs_root, what="lip_expert.checkpoint", model=MODEL_NAME, given=ref)
+    path = runs.run_checkpoint(ref, runs_root, model=MODEL_NAME, key="lip_expert.checkpoint")
+    refuse_scorer(path, runs_root, what="lip_expert.checkpoint", model=MODEL_NAME, given=ref)
     try:
-        expert = registry.load_checkpoint(run_checkpoint(ref, runs_root), expected=MODEL_NAME)
+        expert = registry.load_checkpoint(path, expected=MODEL_NAME)
     except CheckpointError as err:
         raise ConfigError(f"lip_expert.checkpoint={ref!r}: {err}") from err
     return expert.eval().requires_grad_(False)
@@ -259,4 +254,4 @@ def build_denoiser(spec, cfg: DictConfig, dm) -> L.LightningModule:
 
 
 __all__ = ["LipExpertConfig", "LipExpertModule", "LipExpertNet", "LipExpertNetConfig", "LipExpertRef",
-           "NegativesConfig", "build_denoiser", "load_lip_expert", "run_checkpoint"]
+           "NegativesConfig", "build_denoiser", "load_lip_expert"]
