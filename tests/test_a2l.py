@@ -222,25 +222,31 @@ def test_long_audio_generation_is_seamless(trained, dm):
         assert speed[interior].mean() > 0  # the face moves with the audio, it is not frozen
 
 
-@pytest.mark.parametrize("window", [None, 4])
-def test_attention_window_limits_how_far_a_frame_sees(window):
-    """model.attention_window: with a reach of 4 frames (and a per-frame convolution, one block), frame 0's output
-    ignores frame 10; with the whole window (None) it does not."""
+def _poke_one_frame(frames: int, poked: int, *, std: float, **net_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small A2LDenoiser's outputs (1, frames, 8) for a random window and for the same window with frame ``poked``
+    moved: how far a change travels through the temporal units."""
     from dreamhead_lit.models.a2l import A2LDenoiser
 
     torch.manual_seed(0)
-    net = A2LDenoiser(num_points=4, audio_steps=4, audio_dim=8, dim=32, depth=1, heads=2, dropout=0.0,
-                      temporal_kernel=1, attention_window=window).eval()
+    net = A2LDenoiser(num_points=4, audio_steps=4, audio_dim=8, **{"dim": 32, "heads": 2, "dropout": 0.0,
+                                                                      **net_kwargs}).eval()
     for param in net.parameters():  # the output and the gates are zero-initialised: nothing would depend on anything
-        torch.nn.init.normal_(param, std=0.1)
-    b, t = 1, 16
+        torch.nn.init.normal_(param, std=std)
+    b, t = 1, frames
     args = dict(audio=torch.randn(b, t, 4, 8), ref=torch.randn(b, 8), emotion=torch.zeros(b, dtype=torch.long),
                 prefix=torch.zeros(b, t, 8), prefix_mask=torch.zeros(b, t, 1), drop=torch.zeros(b, dtype=torch.bool))
     x = torch.randn(b, t, 8)
     moved = x.clone()
-    moved[:, 10] += 5.0
+    moved[:, poked] += 5.0
     with torch.no_grad():
-        first, second = net(x, torch.tensor([500]), **args), net(moved, torch.tensor([500]), **args)
+        return net(x, torch.tensor([500]), **args), net(moved, torch.tensor([500]), **args)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_attention_window_limits_how_far_a_frame_sees(window):
+    """model.attention_window: with a reach of 4 frames (and a per-frame convolution, one block), frame 0's output
+    ignores frame 10; with the whole window (None) it does not."""
+    first, second = _poke_one_frame(16, 10, std=0.1, depth=1, temporal_kernel=1, attention_window=window)
     changed = not torch.allclose(first[:, 0], second[:, 0])
     assert changed == (window is None)
 
@@ -252,25 +258,14 @@ def test_default_temporal_reach_is_what_the_config_says(size):
     the velocity/acceleration losses, not a window-wide reach, make the sequence smooth."""
     from omegaconf import OmegaConf
 
-    from dreamhead_lit.models.a2l import A2LDenoiser
-
     net_cfg = OmegaConf.to_container(load_config(f"stage1/{size}.yaml", schema=Stage1Config).model)
     assert net_cfg["attention_window"] is not None, "the default reaches across the whole window again"
     depth = 2  # the config's own depth fades the edge of the reach to rounding noise (8 blocks at paper size)
     reach = depth * max(net_cfg["attention_window"], net_cfg["temporal_kernel"] // 2)
-    torch.manual_seed(0)
-    net = A2LDenoiser(num_points=4, audio_steps=4, audio_dim=8, **{**net_cfg, "dim": 32, "heads": 2,
-                                                                      "depth": depth, "dropout": 0.0}).eval()
-    for param in net.parameters():  # the output and the gates are zero-initialised: nothing would depend on anything
-        torch.nn.init.normal_(param, std=0.3)
-    b, t, poked = 1, 2 * reach + 12, reach + 6
-    args = dict(audio=torch.randn(b, t, 4, 8), ref=torch.randn(b, 8), emotion=torch.zeros(b, dtype=torch.long),
-                prefix=torch.zeros(b, t, 8), prefix_mask=torch.zeros(b, t, 1), drop=torch.zeros(b, dtype=torch.bool))
-    x = torch.randn(b, t, 8)
-    moved = x.clone()
-    moved[:, poked] += 5.0
-    with torch.no_grad():
-        change = (net(x, torch.tensor([500]), **args) - net(moved, torch.tensor([500]), **args)).abs().amax(-1)[0]
+    t, poked = 2 * reach + 12, reach + 6
+    first, second = _poke_one_frame(t, poked, std=0.3, **{**net_cfg, "dim": 32, "heads": 2, "depth": depth,
+                                                           "dropout": 0.0})
+    change = (first - second).abs().amax(-1)[0]
     frames = torch.arange(t)
     inside = (frames - poked).abs() <= reach
     assert (change[inside] > 1e-6).all(), change  # the effect fades towards the edge of the reach but is there
