@@ -14,7 +14,9 @@ from dreamhead_lit.ablate import (
     load_registry,
     main,
     plan_run,
+    plan_seed,
     run_ablation,
+    variants,
 )
 from dreamhead_lit.config import load_config
 from dreamhead_lit import registry
@@ -161,6 +163,29 @@ def test_if_needed_keeps_a_finished_run_but_says_when_its_config_differs(tiny_sy
     captured = capsys.readouterr()
     assert "not retraining" in captured.out
     assert "trainer.max_steps: 1 there, 2 now" in captured.err and "name=" in captured.err
+
+
+def test_a_named_ablation_trains_its_own_runs_beside_default_named_ones_of_another_config(tiny_synth, tmp_path):
+    """The error for a default-named run of another config advises --name: a named ablation must then plan runs of
+    its own (nothing is trained here: planning only reads configs)."""
+    from omegaconf import OmegaConf
+
+    settings = _settings(tiny_synth, tmp_path)
+    taken = tmp_path / "runs" / "stage1" / "ablate-demo-temporal_smooth-s0"  # the variant under another budget
+    other = load_config("stage1/demo.yaml", [o.removeprefix("stage1.") for o in settings.overrides
+                                             if not o.startswith("stage2.")] + ["seed=0", "trainer.max_steps=1"],
+                        schema=registry.get("stage1").schema_class())
+    (taken / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(other, taken / "config.yaml")
+    (taken / "checkpoints" / "last.ckpt").write_bytes(b"")
+    vs = variants(settings, load_registry())
+    with pytest.raises(AblationError, match="--name"):
+        plan_seed(settings, vs, 0)
+    named = _settings(tiny_synth, tmp_path, name="longer")
+    plans = plan_seed(named, variants(named, load_registry()), 0)
+    assert plans["temporal_smooth"]["stage1"].run_dir == tmp_path / "runs" / "stage1" / "ablate-longer-temporal_smooth-s0"
+    assert plans["temporal_smooth"]["stage1"].state == "train"
+    assert plans["full"]["stage1"].run_dir.name == "ablate-longer-full-s0"
 
 
 def test_data_option_takes_a_config_group_or_a_dataset_folder(tmp_path):

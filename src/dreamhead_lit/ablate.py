@@ -393,7 +393,7 @@ class AblationSettings:
     seeds: list[int] = field(default_factory=lambda: [0])
     size: str = "demo"
     data: str | None = None  # a data group (synthtalk, hdtf, mead) or a processed dataset's folder; None: the configs'
-    name: str | None = None  # results folder under benchmarks/results/ablations/ (default: from the request)
+    name: str | None = None  # results folder under benchmarks/results/ablations/, and part of new runs' names
     overrides: list[str] = field(default_factory=list)  # key=value (every part) or PART.key=value / PART:key=value
     bench_overrides: list[str] = field(default_factory=list)
     out_root: str = "benchmarks/results/ablations"
@@ -458,9 +458,13 @@ def _seed(part: str, size: str, seed: int) -> int:
 
 
 def _run_name(settings: AblationSettings, variant: Variant, seed: int) -> str:
-    """New runs: ``runs/<part>/ablate-[<method>-]<size>-[<data>-]<variant>-s<seed>`` (DreamHead's without a method)."""
-    data = f"{settings.data_tag}-" if settings.data else ""
+    """New runs: ``runs/<part>/ablate-[<method>-]<size>-[<data>-]<variant>-s<seed>`` (DreamHead's without a method),
+    or ``ablate-[<method>-]<name>-<variant>-s<seed>`` with ``--name``: an ablation under overrides (a longer budget)
+    then trains beside the default-named runs instead of colliding with them. Reuse is by config either way."""
     prefix = "ablate-" if settings.method == DREAMHEAD else f"ablate-{settings.method}-"
+    if settings.name:
+        return f"{prefix}{settings.name}-{variant.name}-s{seed}"
+    data = f"{settings.data_tag}-" if settings.data else ""
     return f"{prefix}{settings.size}-{data}{variant.name}-s{seed}"
 
 
@@ -831,7 +835,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="demo", help="experiments/{<each part>,bench}/<size>.yaml (demo or paper)")
     parser.add_argument("--data", help="data group (synthtalk, hdtf, mead) or a processed dataset's folder, for "
                                        "training and bench alike")
-    parser.add_argument("--name", help="results folder under benchmarks/results/ablations/ (default from the request)")
+    parser.add_argument("--name", help="results folder under benchmarks/results/ablations/ (default from the request); "
+                                       "given, new runs are runs/<part>/ablate-<name>-<variant>-s<seed>")
     parser.add_argument("--registry", help=f"components file (default experiments/{REGISTRY_FILE} for dreamhead, "
                                            "experiments/ablations/<method>.yaml for another method)")
     parser.add_argument("--out-root", default=AblationSettings.out_root, help="where results folders go")
