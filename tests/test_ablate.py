@@ -11,6 +11,7 @@ import pytest
 from dreamhead_lit.ablate import (
     AblationError,
     AblationSettings,
+    _shared_overrides,
     load_registry,
     main,
     plan_run,
@@ -84,15 +85,10 @@ def _settings(root: Path, tmp: Path, **kw) -> AblationSettings:
                                "out_root": str(tmp / "results"), **kw})
 
 
-def _stage1_overrides(settings: AblationSettings) -> list[str]:
-    """What the harness gives stage 1 for seed 0 of ``settings``: its shared and stage1-prefixed overrides."""
-    return [o.removeprefix("stage1.") for o in settings.overrides if not o.startswith("stage2.")] + ["seed=0"]
-
-
 def test_ablation_table_reuses_runs_and_resumes(tiny_synth, tmp_path):
     settings = _settings(tiny_synth, tmp_path)
     # a full-model stage-1 run trained earlier under another name, with the same config: reused, not retrained
-    mine = load_config("stage1/demo.yaml", [*_stage1_overrides(settings), "name=mine"],
+    mine = load_config("stage1/demo.yaml", [*_shared_overrides(settings, 0, "stage1"), "name=mine"],
                        schema=registry.get("stage1").schema_class())
     fit("stage1", mine)
     logs: list[str] = []
@@ -127,7 +123,7 @@ def test_ablation_table_reuses_runs_and_resumes(tiny_synth, tmp_path):
 
     # an interrupted variant run (checkpoint, no done.json) is resumed, not restarted or duplicated
     (variant / "done.json").unlink()
-    cfg_overrides = _stage1_overrides(settings)
+    cfg_overrides = _shared_overrides(settings, 0, "stage1")
     component = load_registry()["temporal_smooth"].overrides("stage1")
     plan = plan_run("stage1", "demo", variant.name, [*cfg_overrides, *component])
     assert (plan.state, plan.run_dir) == ("resume", variant)
@@ -176,7 +172,7 @@ def test_a_named_ablation_trains_its_own_runs_beside_default_named_ones_of_anoth
 
     settings = _settings(tiny_synth, tmp_path)
     taken = tmp_path / "runs" / "stage1" / "ablate-demo-temporal_smooth-s0"  # the variant under another budget
-    other = load_config("stage1/demo.yaml", [*_stage1_overrides(settings), "trainer.max_steps=1"],
+    other = load_config("stage1/demo.yaml", [*_shared_overrides(settings, 0, "stage1"), "trainer.max_steps=1"],
                         schema=registry.get("stage1").schema_class())
     (taken / "checkpoints").mkdir(parents=True)
     OmegaConf.save(other, taken / "config.yaml")
